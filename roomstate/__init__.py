@@ -1,0 +1,43 @@
+"""roomstate: the state of Matrix rooms at every event, stored compactly in LMDB.
+
+>>> import roomstate, tempfile
+>>> with tempfile.TemporaryDirectory() as d, roomstate.open(d) as store:
+...     store.add_event({"event_id": "$c", "room_id": "!r", "type": "m.room.create", "state_key": ""})
+...     store.add_event({"event_id": "$m", "room_id": "!r", "type": "m.room.message", "prev_events": ["$c"]})
+...     dict(store.state_before("$m"))
+{('m.room.create', ''): '$c'}
+"""
+from . import resolvers
+from ._core import ENTRY_DTYPE
+from .errors import (
+    ConflictError,
+    InvalidEventError,
+    MissingEventError,
+    ReadOnlyError,
+    RoomStateError,
+    StoreFormatError,
+)
+from .resolvers import ResolverContext, newest_event, raise_on_conflict
+from .statemap import StateDiff, StateMap
+from .store import Batch, StateStore, open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "ConflictError",
+    "ENTRY_DTYPE",
+    "InvalidEventError",
+    "MissingEventError",
+    "ReadOnlyError",
+    "ResolverContext",
+    "RoomStateError",
+    "StateDiff",
+    "StateMap",
+    "StateStore",
+    "StoreFormatError",
+    "newest_event",
+    "open",
+    "raise_on_conflict",
+    "resolvers",
+]

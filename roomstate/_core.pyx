@@ -1,0 +1,517 @@
+# cython: language_level=3
+"""Kernels over packed state entries.
+
+A state entry is a packed ``(type NID, state-key NID, event NID)`` triple of
+16 bytes, the numpy dtype :data:`ENTRY_DTYPE`.  Arrays of entries are sorted
+by ``(type, state_key)``; an event NID of 0 is a tombstone (the key is
+removed).  Every kernel takes read-only buffers (numpy views over LMDB
+buffers work without copies), runs its loop without the GIL, and returns new
+numpy arrays.
+
+>>> import numpy as np
+>>> a = np.array([(5, 9, 30), (1, 1, 10), (5, 9, 31)], dtype=ENTRY_DTYPE)
+>>> sort_unique(a).tolist()
+[(1, 1, 10), (5, 9, 31)]
+>>> overlay([sort_unique(a), np.array([(5, 9, 0)], dtype=ENTRY_DTYPE)]).tolist()
+[(1, 1, 10)]
+"""
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+import numpy as np
+
+ENTRY_DTYPE = np.dtype([("type", "<u4"), ("state_key", "<u4"), ("event", "<u8")])
+
+
+cdef packed struct Entry:
+    uint32_t type
+    uint32_t state_key
+    uint64_t event
+
+
+cdef inline uint64_t key_of(const Entry* e) noexcept nogil:
+    return ((<uint64_t>e.type) << 32) | e.state_key
+
+
+cdef const Entry[::1] _view(object arr) except *:
+    """A typed view of ``arr``, which must be a 1-d entry array."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"expected a numpy array of ENTRY_DTYPE, got {type(arr).__name__}")
+    if arr.dtype != ENTRY_DTYPE:
+        raise TypeError(f"expected dtype {ENTRY_DTYPE}, got {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"expected a 1-d entry array, got {arr.ndim} dimensions")
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    if arr.shape[0] == 0:
+        # A zero-length buffer has no usable pointer; callers check lengths.
+        arr = np.zeros(1, dtype=ENTRY_DTYPE)
+    return arr
+
+
+cdef object _empty(Py_ssize_t n):
+    return np.empty(n, dtype=ENTRY_DTYPE)
+
+
+# ---------------------------------------------------------------------------
+# sort / unique
+
+cdef void _merge_sort(uint64_t* keys, Py_ssize_t* idx, Py_ssize_t* tmp, Py_ssize_t n) noexcept nogil:
+    """Stable bottom-up merge sort of ``idx`` by ``keys[idx]``."""
+    cdef Py_ssize_t width = 1, lo, mid, hi, i, j, k
+    cdef Py_ssize_t* src = idx
+    cdef Py_ssize_t* dst = tmp
+    cdef Py_ssize_t* swap
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width
+            if mid > n:
+                mid = n
+            hi = lo + 2 * width
+            if hi > n:
+                hi = n
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if keys[src[j]] < keys[src[i]]:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+            lo = hi
+        swap = src
+        src = dst
+        dst = swap
+        width *= 2
+    if src != idx:
+        memcpy(idx, src, n * sizeof(Py_ssize_t))
+
+
+cdef Py_ssize_t _sort_unique(const Entry* a, Py_ssize_t n, Entry* out, bint drop_tombstones) noexcept nogil:
+    """Sort ``a`` by key into ``out`` keeping the last entry of each key; -1 on no memory."""
+    cdef uint64_t* keys = <uint64_t*>malloc(n * sizeof(uint64_t))
+    cdef Py_ssize_t* idx = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tmp = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+    cdef Py_ssize_t i, m = 0
+    if keys == NULL or idx == NULL or tmp == NULL:
+        free(keys)
+        free(idx)
+        free(tmp)
+        return -1
+    for i in range(n):
+        keys[i] = key_of(&a[i])
+        idx[i] = i
+    _merge_sort(keys, idx, tmp, n)
+    for i in range(n):
+        # Stable sort: the last of a run of equal keys is the latest entry.
+        if i + 1 < n and keys[idx[i + 1]] == keys[idx[i]]:
+            continue
+        if drop_tombstones and a[idx[i]].event == 0:
+            continue
+        out[m] = a[idx[i]]
+        m += 1
+    free(keys)
+    free(idx)
+    free(tmp)
+    return m
+
+
+def sort_unique(entries, bint drop_tombstones=False):
+    """Sort entries by (type, state_key); for a repeated key the last one wins.
+
+    Tombstones (event 0) are kept unless ``drop_tombstones``.
+    """
+    cdef const Entry[::1] a = _view(entries)
+    cdef Py_ssize_t n = len(entries)
+    out = _empty(n)
+    if n == 0:
+        return out
+    cdef Entry[::1] o = out
+    cdef Py_ssize_t m
+    with nogil:
+        m = _sort_unique(&a[0], n, &o[0], drop_tombstones)
+    if m < 0:
+        raise MemoryError()
+    return out[:m].copy() if m < n else out
+
+
+def is_sorted_unique(entries):
+    """True when keys are strictly increasing (a valid state or block)."""
+    cdef const Entry[::1] a = _view(entries)
+    cdef Py_ssize_t n = len(entries), i
+    cdef bint ok = True
+    with nogil:
+        for i in range(1, n):
+            if key_of(&a[i]) <= key_of(&a[i - 1]):
+                ok = False
+                break
+    return ok
+
+
+# ---------------------------------------------------------------------------
+# overlay: k-way merge, later layers win
+
+cdef struct Layer:
+    const Entry* data
+    Py_ssize_t n
+    Py_ssize_t pos
+
+
+cdef inline bint _heap_less(Layer* layers, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # Smaller key first; for equal keys the later (higher) layer first, so
+    # that the first entry popped for a key is the winning one.
+    cdef uint64_t ka = key_of(&layers[a].data[layers[a].pos])
+    cdef uint64_t kb = key_of(&layers[b].data[layers[b].pos])
+    if ka != kb:
+        return ka < kb
+    return a > b
+
+
+cdef void _sift_down(Py_ssize_t* heap, Py_ssize_t size, Py_ssize_t i, Layer* layers) noexcept nogil:
+    cdef Py_ssize_t child, tmp
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            return
+        if child + 1 < size and _heap_less(layers, heap[child + 1], heap[child]):
+            child += 1
+        if _heap_less(layers, heap[child], heap[i]):
+            tmp = heap[i]
+            heap[i] = heap[child]
+            heap[child] = tmp
+            i = child
+        else:
+            return
+
+
+cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tombstones) noexcept nogil:
+    cdef Py_ssize_t* heap = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t size = 0, i, top, m = 0
+    cdef uint64_t key
+    if heap == NULL:
+        return -1
+    for i in range(k):
+        if layers[i].n > 0:
+            heap[size] = i
+            size += 1
+    i = size // 2
+    while i >= 0:
+        _sift_down(heap, size, i, layers)
+        i -= 1
+    while size > 0:
+        top = heap[0]
+        key = key_of(&layers[top].data[layers[top].pos])
+        if keep_tombstones or layers[top].data[layers[top].pos].event != 0:
+            out[m] = layers[top].data[layers[top].pos]
+            m += 1
+        # Advance every layer positioned on this key.
+        while size > 0:
+            top = heap[0]
+            if key_of(&layers[top].data[layers[top].pos]) != key:
+                break
+            layers[top].pos += 1
+            if layers[top].pos >= layers[top].n:
+                size -= 1
+                heap[0] = heap[size]
+            _sift_down(heap, size, 0, layers)
+    free(heap)
+    return m
+
+
+cdef Layer* _layers(list arrays, list views) except NULL:
+    """Fill a C array of layers from entry arrays; ``views`` keeps buffers alive."""
+    cdef Py_ssize_t k = len(arrays), i
+    cdef Layer* layers = <Layer*>malloc((k + 1) * sizeof(Layer))
+    cdef const Entry[::1] v
+    if layers == NULL:
+        raise MemoryError()
+    for i in range(k):
+        try:
+            v = _view(arrays[i])
+        except BaseException:
+            free(layers)
+            raise
+        views.append(v)
+        layers[i].data = &v[0]
+        layers[i].n = len(arrays[i])
+        layers[i].pos = 0
+    return layers
+
+
+def overlay(layers, bint keep_tombstones=False):
+    """Overlay sorted, key-unique layers: later layers override earlier ones.
+
+    With ``keep_tombstones`` the result keeps tombstone entries (a delta);
+    otherwise removed keys are dropped (a full state).
+    """
+    cdef list arrays = list(layers)
+    cdef list views = []
+    cdef Py_ssize_t k = len(arrays), total = 0, m
+    for a in arrays:
+        total += len(a)
+    out = _empty(total)
+    if total == 0:
+        return out
+    cdef Entry[::1] o = out
+    cdef Layer* ls = _layers(arrays, views)
+    with nogil:
+        m = _overlay(ls, k, &o[0], keep_tombstones)
+    free(ls)
+    if m < 0:
+        raise MemoryError()
+    return out[:m] if m < total else out
+
+
+# ---------------------------------------------------------------------------
+# align: the value of every key in each of several states (for merges)
+
+def align(states, uint64_t missing=0):
+    """Line up several sorted states key by key.
+
+    Returns ``(keys, values)``: ``keys`` is an entry array of the union of keys
+    (event 0), ``values[i, j]`` the event NID of key ``i`` in state ``j``, or
+    ``missing`` where state ``j`` has no entry for the key (a tombstone entry
+    gives 0).
+    """
+    cdef list arrays = list(states)
+    cdef list views = []
+    cdef Py_ssize_t k = len(arrays), total = 0, m = 0, j
+    cdef uint64_t key, best
+    cdef bint any_left
+    for a in arrays:
+        total += len(a)
+    keys = _empty(total)
+    values = np.full((total, max(k, 1)), missing, dtype=np.uint64)
+    if total == 0:
+        return keys, values[:0, :k]
+    cdef Entry[::1] ko = keys
+    cdef uint64_t[:, ::1] vo = values
+    cdef Layer* ls = _layers(arrays, views)
+    with nogil:
+        while True:
+            any_left = False
+            best = 0
+            for j in range(k):
+                if ls[j].pos < ls[j].n:
+                    key = key_of(&ls[j].data[ls[j].pos])
+                    if not any_left or key < best:
+                        best = key
+                    any_left = True
+            if not any_left:
+                break
+            ko[m].type = <uint32_t>(best >> 32)
+            ko[m].state_key = <uint32_t>(best & 0xFFFFFFFFu)
+            ko[m].event = 0
+            for j in range(k):
+                if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == best:
+                    vo[m, j] = ls[j].data[ls[j].pos].event
+                    ls[j].pos += 1
+            m += 1
+    free(ls)
+    return keys[:m].copy(), values[:m, :k].copy()
+
+
+# ---------------------------------------------------------------------------
+# diff
+
+def diff(a, b):
+    """Entries of ``b`` not in ``a`` (added) and of ``a`` not in ``b`` (removed).
+
+    Both inputs are full states (no tombstones).  A key whose event changed is
+    in both results.
+    """
+    cdef const Entry[::1] av = _view(a)
+    cdef const Entry[::1] bv = _view(b)
+    cdef Py_ssize_t na = len(a), nb = len(b), i = 0, j = 0, na_out = 0, nr_out = 0
+    added = _empty(nb)
+    removed = _empty(na)
+    cdef Entry[::1] ao = _empty(1) if nb == 0 else added
+    cdef Entry[::1] ro = _empty(1) if na == 0 else removed
+    cdef uint64_t ka, kb
+    with nogil:
+        while i < na or j < nb:
+            if j >= nb:
+                ro[nr_out] = av[i]
+                nr_out += 1
+                i += 1
+            elif i >= na:
+                ao[na_out] = bv[j]
+                na_out += 1
+                j += 1
+            else:
+                ka = key_of(&av[i])
+                kb = key_of(&bv[j])
+                if ka < kb:
+                    ro[nr_out] = av[i]
+                    nr_out += 1
+                    i += 1
+                elif kb < ka:
+                    ao[na_out] = bv[j]
+                    na_out += 1
+                    j += 1
+                else:
+                    if av[i].event != bv[j].event:
+                        ro[nr_out] = av[i]
+                        nr_out += 1
+                        ao[na_out] = bv[j]
+                        na_out += 1
+                    i += 1
+                    j += 1
+    return added[:na_out].copy(), removed[:nr_out].copy()
+
+
+# ---------------------------------------------------------------------------
+# lookups
+
+cdef inline Py_ssize_t _find(const Entry* a, Py_ssize_t n, uint64_t key) noexcept nogil:
+    """Index of ``key`` in sorted ``a``, or -1."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    cdef uint64_t k
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        k = key_of(&a[mid])
+        if k < key:
+            lo = mid + 1
+        elif k > key:
+            hi = mid
+        else:
+            return mid
+    return -1
+
+
+cdef inline Py_ssize_t _lower_bound(const Entry* a, Py_ssize_t n, uint64_t key) noexcept nogil:
+    """First index whose key is >= ``key``."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if key_of(&a[mid]) < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _upper_bound(const Entry* a, Py_ssize_t n, uint64_t key) noexcept nogil:
+    """First index whose key is > ``key``."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if key_of(&a[mid]) <= key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def find(entries, uint32_t type_nid, uint32_t state_key_nid):
+    """Index of ``(type_nid, state_key_nid)`` in a sorted entry array, or -1."""
+    cdef const Entry[::1] a = _view(entries)
+    cdef Py_ssize_t n = len(entries), r
+    cdef uint64_t key = ((<uint64_t>type_nid) << 32) | state_key_nid
+    with nogil:
+        r = _find(&a[0], n, key)
+    return r
+
+
+def lookup_layers(layers, uint32_t type_nid, uint32_t state_key_nid):
+    """Event NID of a key in overlaid layers (newest wins): -1 when absent from
+    every layer, 0 when the newest layer holding it has a tombstone."""
+    cdef list arrays = list(layers)
+    cdef list views = []
+    cdef Py_ssize_t k = len(arrays), j, r
+    cdef int64_t result = -1
+    cdef uint64_t key = ((<uint64_t>type_nid) << 32) | state_key_nid
+    if k == 0:
+        return -1
+    cdef Layer* ls = _layers(arrays, views)
+    with nogil:
+        j = k - 1
+        while j >= 0:
+            r = _find(ls[j].data, ls[j].n, key)
+            if r >= 0:
+                result = <int64_t>ls[j].data[r].event
+                break
+            j -= 1
+    free(ls)
+    return result
+
+
+def lookup_keys(layers, keys):
+    """For each key of the entry array ``keys``, its event NID in the overlaid
+    ``layers`` (newest wins); 0 where absent or removed."""
+    cdef list arrays = list(layers)
+    cdef list views = []
+    cdef const Entry[::1] kv = _view(keys)
+    cdef Py_ssize_t nk = len(keys), k = len(arrays), i, j, r
+    cdef uint64_t key
+    values = np.zeros(nk, dtype=np.uint64)
+    if nk == 0 or k == 0:
+        return values
+    cdef uint64_t[::1] vo = values
+    cdef Layer* ls = _layers(arrays, views)
+    with nogil:
+        for i in range(nk):
+            key = key_of(&kv[i])
+            j = k - 1
+            while j >= 0:
+                r = _find(ls[j].data, ls[j].n, key)
+                if r >= 0:
+                    vo[i] = ls[j].data[r].event
+                    break
+                j -= 1
+    free(ls)
+    return values
+
+
+def select(entries, type_nids, state_key_nids):
+    """The entries matching a filter, in order.
+
+    ``type_nids[i], state_key_nids[i]`` is one filter pair; a state-key NID of
+    0 matches every key of that type.
+    """
+    cdef const Entry[::1] a = _view(entries)
+    cdef const uint32_t[::1] tv = np.ascontiguousarray(type_nids, dtype=np.uint32)
+    cdef const uint32_t[::1] sv = np.ascontiguousarray(state_key_nids, dtype=np.uint32)
+    cdef Py_ssize_t n = len(entries), nf = tv.shape[0], i, lo, hi, m = 0
+    if sv.shape[0] != nf:
+        raise ValueError("type_nids and state_key_nids differ in length")
+    mask = np.zeros(max(n, 1), dtype=np.uint8)
+    cdef uint8_t[::1] mv = mask
+    with nogil:
+        for i in range(nf):
+            if sv[i] == 0:
+                lo = _lower_bound(&a[0], n, (<uint64_t>tv[i]) << 32)
+                hi = _upper_bound(&a[0], n, ((<uint64_t>tv[i]) << 32) | 0xFFFFFFFFu)
+                while lo < hi:
+                    mv[lo] = 1
+                    lo += 1
+            else:
+                lo = _find(&a[0], n, ((<uint64_t>tv[i]) << 32) | sv[i])
+                if lo >= 0:
+                    mv[lo] = 1
+    if n == 0:
+        return _empty(0)
+    return np.asarray(entries)[mask[:n].view(bool)]
+
+
+def type_range(entries, uint32_t type_nid):
+    """``(lo, hi)``: the slice of a sorted entry array holding ``type_nid``."""
+    cdef const Entry[::1] a = _view(entries)
+    cdef Py_ssize_t n = len(entries), lo, hi
+    with nogil:
+        lo = _lower_bound(&a[0], n, (<uint64_t>type_nid) << 32)
+        hi = _upper_bound(&a[0], n, ((<uint64_t>type_nid) << 32) | 0xFFFFFFFFu)
+    return lo, hi

@@ -1,0 +1,176 @@
+"""Numeric IDs (NIDs) for every string the engine handles.
+
+Four kinds of string — rooms, events, event types, state keys — each get
+their own NID sequence, starting at 1; 0 never names a string.  The forward
+map keys a string by its UTF-8 bytes when they are short and by a 16-byte
+BLAKE2b digest when they are long (LMDB keys are limited to 511 bytes, and
+event IDs of modern room versions are 44 bytes of base64).  UTF-8 never holds
+the byte 0xFF, so a digest key cannot collide with a plain one; a digest hit
+is checked against the stored string.
+"""
+import hashlib
+import struct
+
+import numpy as np
+
+from .errors import RoomStateError
+from .txn import BoundedCache
+
+ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
+KINDS = (ROOM, EVENT, TYPE, STATE_KEY)
+
+#: Type NIDs preassigned as in Dendrite, and the empty state key.
+PREASSIGNED_TYPES = (
+    "m.room.create",
+    "m.room.power_levels",
+    "m.room.join_rules",
+    "m.room.third_party_invite",
+    "m.room.member",
+    "m.room.redaction",
+    "m.room.history_visibility",
+)
+MEMBER_TYPE_NID = 5
+EMPTY_STATE_KEY_NID = 1
+
+_SHORT = 32
+_U64 = struct.Struct(">Q")
+
+
+def encode(s):
+    # surrogatepass: Python strings may hold lone surrogates; keep them exact.
+    return s.encode("utf-8", "surrogatepass")
+
+
+def decode(b):
+    return bytes(b).decode("utf-8", "surrogatepass")
+
+
+def string_key(kind, raw):
+    if len(raw) <= _SHORT:
+        return kind + raw
+    return kind + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def nid_key(kind, nid):
+    return kind + _U64.pack(nid)
+
+
+class IdMaps:
+    """String ↔ NID maps in the ``ids`` (forward) and ``names`` (reverse) databases."""
+
+    def __init__(self, ids_db, names_db, meta_db, cache_limit=2_000_000):
+        self.ids_db = ids_db
+        self.names_db = names_db
+        self.meta_db = meta_db
+        self.to_nid = {k: BoundedCache(cache_limit) for k in KINDS}
+        self.to_str = {k: BoundedCache(cache_limit) for k in KINDS}
+
+    # -- reads -------------------------------------------------------------
+    def lookup(self, tx, kind, s):
+        """The NID of ``s``, or 0 when it has none."""
+        nid = self.to_nid[kind].get(s)
+        if nid is not None:
+            return nid
+        if tx.write:
+            nid = tx.get("nid:" + kind.decode(), s)
+            if nid is not None:
+                return nid
+        raw = encode(s)
+        key = string_key(kind, raw)
+        val = tx.txn.get(key, db=self.ids_db)
+        if val is None:
+            return 0
+        nid = _U64.unpack(val)[0]
+        if len(raw) > _SHORT:
+            stored = tx.txn.get(nid_key(kind, nid), db=self.names_db)
+            if stored is None or bytes(stored) != raw:
+                raise RoomStateError(f"digest collision on {kind.decode()} key {s!r}")
+        self._remember(tx, kind, s, nid)
+        return nid
+
+    def lookup_many(self, tx, kind, strings):
+        """NIDs of many strings as a uint64 array (0 where unknown)."""
+        return np.fromiter((self.lookup(tx, kind, s) for s in strings), dtype=np.uint64)
+
+    def name(self, tx, kind, nid):
+        s = self.to_str[kind].get(nid)
+        if s is not None:
+            return s
+        if tx.write:
+            s = tx.get("str:" + kind.decode(), nid)
+            if s is not None:
+                return s
+        raw = tx.txn.get(nid_key(kind, nid), db=self.names_db)
+        if raw is None:
+            raise RoomStateError(f"no string for {kind.decode()} NID {nid}: the store is damaged")
+        s = decode(raw)
+        self._remember(tx, kind, s, nid)
+        return s
+
+    def names(self, tx, kind, nids):
+        """Strings of many NIDs (any iterable of ints), in order."""
+        cache = self.to_str[kind]
+        out = []
+        append = out.append
+        for nid in nids.tolist() if isinstance(nids, np.ndarray) else nids:
+            s = cache.get(nid)
+            append(s if s is not None else self.name(tx, kind, nid))
+        return out
+
+    # -- writes ------------------------------------------------------------
+    def assign(self, tx, kind, s):
+        """The NID of ``s``, assigning the next free one when it has none."""
+        nid = self.lookup(tx, kind, s)
+        if nid:
+            return nid
+        nid = self.next_nid(tx, kind)
+        raw = encode(s)
+        tx.txn.put(string_key(kind, raw), _U64.pack(nid), db=self.ids_db)
+        tx.txn.put(nid_key(kind, nid), raw, db=self.names_db)
+        self._remember(tx, kind, s, nid)
+        return nid
+
+    def next_nid(self, tx, kind):
+        """Allocate a NID of ``kind`` (also used for blocks and snapshots)."""
+        name = b"next:" + kind
+        cur = tx.get("meta", name)
+        if cur is None:
+            raw = tx.txn.get(name, db=self.meta_db)
+            cur = _U64.unpack(raw)[0] if raw is not None else 1
+        tx.put("meta", name, cur + 1)
+        return cur
+
+    def peek_next(self, tx, kind):
+        name = b"next:" + kind
+        cur = tx.get("meta", name) if tx.write else None
+        if cur is None:
+            raw = tx.txn.get(name, db=self.meta_db)
+            cur = _U64.unpack(raw)[0] if raw is not None else 1
+        return cur
+
+    def _remember(self, tx, kind, s, nid):
+        if tx.write:
+            k = kind.decode()
+            tx.put("nid:" + k, s, nid)
+            tx.put("str:" + k, nid, s)
+        else:
+            self.to_nid[kind][s] = nid
+            self.to_str[kind][nid] = s
+
+    def publish(self, pending):
+        """After a commit: move this transaction's new mappings into the caches."""
+        for kind in KINDS:
+            k = kind.decode()
+            fwd = pending.get("nid:" + k)
+            if fwd:
+                self.to_nid[kind].publish(fwd)
+            rev = pending.get("str:" + k)
+            if rev:
+                self.to_str[kind].publish(rev)
+
+    def initialise(self, tx):
+        """Preassign the well-known type NIDs and the empty state key."""
+        for expected, name in enumerate(PREASSIGNED_TYPES, start=1):
+            nid = self.assign(tx, TYPE, name)
+            assert nid == expected, (name, nid)
+        assert self.assign(tx, STATE_KEY, "") == EMPTY_STATE_KEY_NID

@@ -1,0 +1,260 @@
+"""State snapshots: the full state at a point of a room, as blocks plus deltas.
+
+A snapshot is one of two records:
+
+* a **base**: an ordered list of blocks (later ones override earlier ones),
+  kept short by size-tiered compaction — when ``FANOUT`` trailing blocks are of
+  the same size tier they are merged into one block of the next tier, so an
+  entry is rewritten about log_FANOUT(N) times over a room's life and a read
+  touches at most ``(FANOUT - 1)`` blocks per tier;
+* a **chain** link: a parent snapshot plus a small sorted delta (tombstones
+  remove keys).  A state event costs one link of one entry.  When a chain
+  reaches ``MAX_HOPS`` links or ``MAX_WEIGHT`` delta entries, the next snapshot
+  is a base instead: the chain's deltas become one new block on top of the
+  parent's blocks, which are shared, never copied.
+
+Nothing here ever copies a whole state because a counter ran out: the only
+full-size writes are tier merges, whose cost is amortised O(log N) per entry.
+
+Chain links made by single state events are unique by construction (they
+hold the new event).  Links made by merges and given states, and every base,
+are indexed by a digest of their record so identical ones are stored once.
+"""
+import hashlib
+import struct
+
+import numpy as np
+
+from . import _core
+from ._core import ENTRY_DTYPE
+from .blocks import empty_entries, frozen
+from .txn import BoundedCache
+
+SNAPSHOT_KIND = b"s"
+EMPTY_SNAPSHOT = 1  # the known empty state (before m.room.create); 0 = unknown
+
+MAX_HOPS = 32
+MAX_WEIGHT = 64
+FANOUT = 8
+TIER_BASE = 32
+MAX_BLOCKS = 64
+
+MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+_U64 = struct.Struct(">Q")
+_BASE = struct.Struct("<BI")
+_CHAIN = struct.Struct("<BHIQ")
+_KIND_BASE, _KIND_CHAIN = 1, 2
+
+
+def tier(size):
+    t, bound = 0, TIER_BASE * FANOUT
+    while size >= bound:
+        t += 1
+        bound *= FANOUT
+    return t
+
+
+class Components:
+    """A snapshot resolved into its parts: blocks, then chain deltas oldest first."""
+
+    __slots__ = ("blocks", "sizes", "links", "deltas", "hops", "weight", "ids")
+
+    def __init__(self, blocks, sizes, links, deltas, hops, weight):
+        self.blocks = blocks
+        self.sizes = sizes
+        self.links = links
+        self.deltas = deltas
+        self.hops = hops
+        self.weight = weight
+        # One integer per part, to find the prefix two snapshots share.
+        self.ids = tuple(b * 2 for b in blocks) + tuple(s * 2 + 1 for s in links)
+
+
+class SnapshotStore:
+    def __init__(self, snapshots_db, hashes_db, blocks, ids, cache_items=200_000, state_cache_items=32):
+        self.db = snapshots_db
+        self.hashes_db = hashes_db
+        self.blocks = blocks
+        self.ids = ids
+        self.cache = BoundedCache(cache_items)
+        self.state_cache = BoundedCache(state_cache_items)
+
+    # -- records -----------------------------------------------------------
+    def components(self, tx, snap):
+        c = self.cache.get(snap)
+        if c is not None:
+            return c
+        if tx.write:
+            c = tx.get("snap", snap)
+            if c is not None:
+                return c
+        # Walk the chain up to its base, then build every link's components.
+        path = []
+        cur = snap
+        while True:
+            c = self.cache.get(cur)
+            if c is None and tx.write:
+                c = tx.get("snap", cur)
+            if c is not None:
+                break
+            raw = tx.txn.get(_U64.pack(cur), db=self.db)
+            if raw is None:
+                raise KeyError(f"snapshot {cur} is missing: the store is damaged")
+            raw = bytes(raw)
+            if raw[0] == _KIND_BASE:
+                n = _BASE.unpack_from(raw)[1]
+                off = _BASE.size
+                blocks = tuple(np.frombuffer(raw, "<u8", n, off).tolist())
+                sizes = tuple(np.frombuffer(raw, "<u4", n, off + 8 * n).tolist())
+                c = Components(blocks, sizes, (), (), 0, 0)
+                self._remember(tx, cur, c)
+                break
+            _, hops, weight, parent = _CHAIN.unpack_from(raw)
+            delta = frozen(np.frombuffer(raw, ENTRY_DTYPE, offset=_CHAIN.size).copy())
+            path.append((cur, delta, hops, weight))
+            cur = parent
+        for nid, delta, hops, weight in reversed(path):
+            c = Components(c.blocks, c.sizes, c.links + (nid,), c.deltas + (delta,), hops, weight)
+            self._remember(tx, nid, c)
+        return c
+
+    def _remember(self, tx, snap, c):
+        if tx.write:
+            tx.put("snap", snap, c)
+        else:
+            self.cache[snap] = c
+            if len(self.cache) > self.cache.limit:
+                self.cache.publish({})
+
+    def layers(self, tx, c, start=0):
+        """The entry arrays of a snapshot's parts from part ``start`` on."""
+        nb = len(c.blocks)
+        out = [self.blocks.get(tx, b) for b in c.blocks[start:]]
+        out.extend(c.deltas[max(0, start - nb):])
+        return out
+
+    def _store(self, tx, record, indexed):
+        digest = None
+        if indexed:
+            digest = hashlib.blake2b(record, digest_size=16).digest()
+            hit = tx.txn.get(digest, db=self.hashes_db)
+            if hit is not None:
+                return _U64.unpack(hit)[0], False
+        nid = self.ids.next_nid(tx, SNAPSHOT_KIND)
+        tx.txn.put(_U64.pack(nid), record, db=self.db)
+        if digest is not None:
+            tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
+        return nid, True
+
+    def create_empty(self, tx):
+        nid, _ = self._store(tx, _BASE.pack(_KIND_BASE, 0), True)
+        assert nid == EMPTY_SNAPSHOT, nid
+        return nid
+
+    # -- writes --------------------------------------------------------------
+    def derive(self, tx, parent, delta, indexed=False):
+        """The snapshot of ``parent`` overlaid with ``delta`` (sorted, key-unique, tombstones allowed)."""
+        if len(delta) == 0:
+            return parent
+        c = self.components(tx, parent)
+        hops = c.hops + 1
+        weight = c.weight + len(delta)
+        if hops <= MAX_HOPS and weight <= MAX_WEIGHT:
+            record = _CHAIN.pack(_KIND_CHAIN, hops, weight, parent) + delta.tobytes()
+            nid, new = self._store(tx, record, indexed)
+            if new:
+                d = frozen(np.array(delta, dtype=ENTRY_DTYPE, copy=True))
+                tx.put("snap", nid, Components(c.blocks, c.sizes, c.links + (nid,), c.deltas + (d,), hops, weight))
+            return nid
+        merged = _core.overlay(list(c.deltas) + [delta], keep_tombstones=bool(c.blocks))
+        blocks, sizes = list(c.blocks), list(c.sizes)
+        if len(merged):
+            blocks.append(self.blocks.put(tx, merged))
+            sizes.append(len(merged))
+        self._compact(tx, blocks, sizes)
+        n = len(blocks)
+        record = (
+            _BASE.pack(_KIND_BASE, n)
+            + np.asarray(blocks, dtype="<u8").tobytes()
+            + np.asarray(sizes, dtype="<u4").tobytes()
+        )
+        nid, new = self._store(tx, record, True)
+        if new:
+            tx.put("snap", nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))
+        return nid
+
+    def _compact(self, tx, blocks, sizes):
+        while len(blocks) >= 2:
+            n = len(blocks)
+            t = tier(sizes[-1])
+            i = n - 1
+            while i > 0 and tier(sizes[i - 1]) <= t:
+                i -= 1
+            if n - i < FANOUT and n <= MAX_BLOCKS:
+                return
+            if n - i < 2:  # too many blocks of rising tiers: fold the last two
+                i = n - 2
+            # Tombstones matter only while something older lies below the run.
+            merged = _core.overlay([self.blocks.get(tx, b) for b in blocks[i:]], keep_tombstones=i > 0)
+            del blocks[i:], sizes[i:]
+            if len(merged):
+                blocks.append(self.blocks.put(tx, merged))
+                sizes.append(len(merged))
+
+    # -- reads ---------------------------------------------------------------
+    def state(self, tx, snap):
+        """The full state of a snapshot: a read-only, sorted entry array without tombstones."""
+        arr = self.state_cache.get(snap)
+        if arr is not None:
+            return arr
+        c = self.components(tx, snap)
+        layers = self.layers(tx, c)
+        if not layers:
+            arr = frozen(empty_entries())
+        elif len(layers) == 1 and not c.deltas:
+            arr = layers[0]  # a bottom block holds no tombstones
+        else:
+            arr = frozen(_core.overlay(layers))
+        if not tx.write:
+            self.state_cache[snap] = arr
+            if len(self.state_cache) > self.state_cache.limit:
+                self.state_cache.publish({})
+        return arr
+
+    def get(self, tx, snap, type_nid, state_key_nid):
+        """Event NID of one key, or 0 when the state lacks it."""
+        c = self.components(tx, snap)
+        r = _core.lookup_layers(self.layers(tx, c), type_nid, state_key_nid)
+        return r if r > 0 else 0
+
+    def aligned(self, tx, snaps):
+        """Line up several snapshots over the keys where they may differ.
+
+        Returns ``(prefix, keys, values)``: ``prefix`` the parts all of them
+        share, ``keys`` every key set in any non-shared part, and
+        ``values[i, j]`` the event of ``keys[i]`` in snapshot ``j`` (0 when
+        absent).  Keys outside ``keys`` have the same value in every snapshot.
+        The work is proportional to the non-shared parts, not to the state.
+        """
+        comps = [self.components(tx, s) for s in snaps]
+        first = comps[0].ids
+        shared = len(first)
+        for c in comps[1:]:
+            n = min(shared, len(c.ids))
+            i = 0
+            while i < n and c.ids[i] == first[i]:
+                i += 1
+            shared = i
+        prefix = self.layers(tx, comps[0])[:shared]
+        tails = [_core.overlay(self.layers(tx, c, shared), keep_tombstones=True) for c in comps]
+        keys, values = _core.align(tails, MISSING)
+        if len(keys):
+            base = _core.lookup_keys(prefix, keys)
+            values = np.where(values == MISSING, base[:, None], values)
+        return prefix, keys, values
+
+    def publish(self, pending):
+        new = pending.get("snap")
+        if new:
+            self.cache.publish(new)

@@ -1,0 +1,113 @@
+"""Read-only views of a state, backed by numeric entries."""
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _core
+from .ids import EVENT, STATE_KEY, TYPE
+
+
+class StateMap(Mapping):
+    """A read-only ``Mapping[(type, state_key), event_id]``.
+
+    ``entries`` is the numpy structured array of ``(type, state_key, event)``
+    NIDs sorted by key; strings are looked up only for what is read.
+    """
+
+    __slots__ = ("_store", "_entries", "_loader")
+
+    def __init__(self, store, entries=None, loader=None):
+        self._store = store
+        self._entries = entries
+        self._loader = loader
+
+    @property
+    def entries(self):
+        if self._entries is None:
+            self._entries = self._loader()
+            self._loader = None
+        return self._entries
+
+    def __len__(self):
+        return len(self.entries)
+
+    def _index(self, key):
+        if not (isinstance(key, tuple) and len(key) == 2):
+            return -1
+        type_, state_key = key
+        if not isinstance(type_, str) or not isinstance(state_key, str):
+            return -1
+        tnid, knid = self._store._nids_of_key(type_, state_key)
+        if not tnid or not knid:
+            return -1
+        return _core.find(self.entries, tnid, knid)
+
+    def __getitem__(self, key):
+        i = self._index(key)
+        if i < 0:
+            raise KeyError(key)
+        return self._store._names(EVENT, [int(self.entries[i]["event"])])[0]
+
+    def __contains__(self, key):
+        return self._index(key) >= 0
+
+    def keys_list(self):
+        e = self.entries
+        types = self._store._names(TYPE, e["type"])
+        skeys = self._store._names(STATE_KEY, e["state_key"])
+        return list(zip(types, skeys))
+
+    def event_ids(self):
+        """Event IDs of every entry, in key order."""
+        return self._store._names(EVENT, self.entries["event"])
+
+    def __iter__(self):
+        return iter(self.keys_list())
+
+    def items(self):
+        return list(zip(self.keys_list(), self.event_ids()))
+
+    def values(self):
+        return self.event_ids()
+
+    def to_dict(self):
+        return dict(self.items())
+
+    def __eq__(self, other):
+        if isinstance(other, StateMap) and other._store is self._store:
+            a, b = self.entries, other.entries
+            return len(a) == len(b) and bool(np.array_equal(a, b))
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        n = len(self)
+        if n <= 8:
+            return f"StateMap({self.to_dict()!r})"
+        return f"StateMap(<{n} entries>)"
+
+
+class StateDiff:
+    """The change from the state after one event to the state after another.
+
+    ``added`` maps keys to their event in the second state where it differs
+    from the first (new or changed keys); ``removed`` maps keys to their event
+    in the first state where it differs from the second (gone or changed keys).
+    """
+
+    __slots__ = ("added", "removed")
+
+    def __init__(self, added, removed):
+        self.added = added
+        self.removed = removed
+
+    def __eq__(self, other):
+        if not isinstance(other, StateDiff):
+            return NotImplemented
+        return self.added == other.added and self.removed == other.removed
+
+    def __repr__(self):
+        return f"StateDiff(added={self.added!r}, removed={self.removed!r})"
