@@ -487,11 +487,11 @@ class StateStore:
         if not (events.flags(tx, enid) & HAS_CHILD):
             new_ex.append(enid)
         tx.put("rooms", room, tuple(new_ex))
-        for pnid, prec in zip(prev_nids, prev_recs):
-            if prec is not None:
-                f = events.flags(tx, pnid)
-                if not f & HAS_CHILD:
-                    events.set_flags(tx, pnid, f | HAS_CHILD)
+        for pnid in prev_nids:
+            # Unknown prevs too: when one arrives later it already has a child.
+            f = events.flags(tx, pnid)
+            if not f & HAS_CHILD:
+                events.set_flags(tx, pnid, f | HAS_CHILD)
 
     def _check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags):
         def differ(field, reason):
