@@ -31,19 +31,10 @@ import json
 import os
 import sqlite3
 from array import array
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import (
     Any,
-    Callable,
-    Dict,
-    Hashable,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
     TypeVar,
 )
 
@@ -62,8 +53,8 @@ MAX_STATE_DELTA_HOPS = 100
 # blocks while it has fewer than this many blocks, then the full state is copied.
 MAX_STATE_BLOCK_NIDS = 64
 
-StateKey = Tuple[str, str]
-StateMap = Dict[StateKey, str]
+StateKey = tuple[str, str]
+StateMap = dict[StateKey, str]
 Event = Mapping[str, Any]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V", bound=Hashable)
@@ -72,7 +63,7 @@ _INT64 = "q"
 assert array(_INT64).itemsize == 8
 
 
-def _prev_ids(event: Event) -> List[str]:
+def _prev_ids(event: Event) -> list[str]:
     """prev_events as IDs; room versions 1-2 give [event_id, hashes] pairs."""
     return [p if isinstance(p, str) else p[0] for p in event.get("prev_events") or ()]
 
@@ -80,7 +71,7 @@ def _prev_ids(event: Event) -> List[str]:
 def resolve_newest(
     states: Sequence[Mapping[K, V]],
     rank: Callable[[Iterable[V]], Mapping[V, Any]],
-) -> Dict[K, V]:
+) -> dict[K, V]:
     """Merge the states after several prev events with the ``newest_event`` rule.
 
     ``rank(candidates)`` returns a sort key per candidate, (depth, event_id); the
@@ -90,7 +81,7 @@ def resolve_newest(
     if not states:
         return {}
     merged = dict(states[0])
-    candidates: Dict[K, set] = {}
+    candidates: dict[K, set] = {}
     for state in states[1:]:
         # items-view difference runs in C: only the differing entries reach Python.
         for key, value in state.items() - merged.items():
@@ -112,9 +103,9 @@ class _SQLiteDesign:
     """One SQLite file, transactions and size accounting shared by both designs."""
 
     SCHEMA = ""
-    STATE_TABLES: Tuple[str, ...] = ()
+    STATE_TABLES: tuple[str, ...] = ()
 
-    def __init__(self, path: "os.PathLike[str] | str", *, synchronous: str = "NORMAL"):
+    def __init__(self, path: os.PathLike[str] | str, *, synchronous: str = "NORMAL"):
         self.path = os.fspath(path)
         self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
@@ -179,7 +170,7 @@ class _SQLiteDesign:
         (page_size,) = self._db.execute("PRAGMA page_size").fetchone()
         return pages * page_size
 
-    def table_bytes(self) -> Dict[str, int]:
+    def table_bytes(self) -> dict[str, int]:
         """Bytes of the pages of each table, its indexes included (SQLite's dbstat)."""
         rows = self._db.execute(
             "SELECT coalesce(m.tbl_name, d.name), sum(d.pgsize)"
@@ -293,7 +284,7 @@ class SynapseDesign(_SQLiteDesign):
         if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone():
             return
         room_id = event["room_id"]
-        groups: List[int] = []
+        groups: list[int] = []
         max_depth = 0
         for prev in _prev_ids(event):
             row = db.execute(
@@ -328,14 +319,14 @@ class SynapseDesign(_SQLiteDesign):
         )
         db.execute("INSERT INTO event_to_state_groups VALUES (?, ?)", (event_id, after))
 
-    def _store_merge(self, event_id: str, room_id: str, groups: List[int]) -> int:
+    def _store_merge(self, event_id: str, room_id: str, groups: list[int]) -> int:
         states = {group: self._group_state(group) for group in groups}
         merged = resolve_newest(list(states.values()), self._ranks)
         for group, state in states.items():
             if state == merged:
                 return group
-        prev_group: Optional[int] = None
-        delta: Optional[StateMap] = None
+        prev_group: int | None = None
+        delta: StateMap | None = None
         for group, state in states.items():
             if state.keys() - merged.keys():
                 continue  # Synapse stores no deltas that remove keys
@@ -348,9 +339,9 @@ class SynapseDesign(_SQLiteDesign):
         self,
         event_id: str,
         room_id: str,
-        prev_group: Optional[int],
-        delta: Optional[StateMap],
-        full: Optional[StateMap],
+        prev_group: int | None,
+        delta: StateMap | None,
+        full: StateMap | None,
     ) -> int:
         """Synapse's store_state_group: a delta while the chain allows, else full state."""
         db = self._db
@@ -376,7 +367,7 @@ class SynapseDesign(_SQLiteDesign):
         )
         return group
 
-    def _ranks(self, event_ids: Iterable[str]) -> Dict[str, Tuple[int, str]]:
+    def _ranks(self, event_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
         ids = list(event_ids)
         rows = self._db.execute(
             "SELECT event_id, depth FROM events WHERE event_id IN"
@@ -409,7 +400,7 @@ class SynapseDesign(_SQLiteDesign):
 
     def get_state(
         self, event_id: str, type: str, state_key: str, *, after: bool = False
-    ) -> Optional[str]:
+    ) -> str | None:
         group = self._group_of(event_id, after)
         row = self._db.execute(self._SQL_GROUP_KEY, (group, type, state_key)).fetchone()
         return row[0] if row else None
@@ -500,7 +491,7 @@ class DendriteDesign(_SQLiteDesign):
 
     def _load_counters(self) -> None:
         # string -> NID, as Dendrite's in-process caches; dropped on rollback
-        self._nids: Dict[str, Dict[str, int]] = {
+        self._nids: dict[str, dict[str, int]] = {
             "roomserver_rooms": {},
             "roomserver_event_types": {},
             "roomserver_event_state_keys": {},
@@ -526,7 +517,7 @@ class DendriteDesign(_SQLiteDesign):
             nid = cache[value] = row[0]
         return nid
 
-    def _lookup_nid(self, table: str, column: str, value: str) -> Optional[int]:
+    def _lookup_nid(self, table: str, column: str, value: str) -> int | None:
         """The NID of a string if it has one; never assigns."""
         nid = self._nids[table].get(value)
         if nid is None:
@@ -545,9 +536,7 @@ class DendriteDesign(_SQLiteDesign):
     def _add(self, event: Event) -> None:
         db = self._db
         event_id = event["event_id"]
-        if db.execute(
-            "SELECT 1 FROM roomserver_events WHERE event_id = ?", (event_id,)
-        ).fetchone():
+        if db.execute("SELECT 1 FROM roomserver_events WHERE event_id = ?", (event_id,)).fetchone():
             return
         prevs = []
         for prev in _prev_ids(event):
@@ -571,7 +560,7 @@ class DendriteDesign(_SQLiteDesign):
             (room_nid, type_nid, key_nid, snapshot, depth, event_id, bool(event.get("rejected"))),
         )
 
-    def _snapshot_after(self, room_nid: int, prevs: List[Tuple[Any, ...]]) -> int:
+    def _snapshot_after(self, room_nid: int, prevs: list[tuple[Any, ...]]) -> int:
         """Dendrite's CalculateAndStoreStateAfterEvents over (event_nid, room_nid,
         type_nid, key_nid, snapshot_nid, depth, rejected) rows of the prev events."""
         if not prevs:
@@ -587,7 +576,7 @@ class DendriteDesign(_SQLiteDesign):
         merged = resolve_newest(states, self._ranks)
         return self._add_state(room_nid, [], list(merged.values()))
 
-    def _add_state(self, room_nid: int, blocks: Sequence[int], event_nids: List[int]) -> int:
+    def _add_state(self, room_nid: int, blocks: Sequence[int], event_nids: list[int]) -> int:
         """Dendrite's AddState: the entries (if any) become one more block."""
         db = self._db
         block_nids = array(_INT64, blocks)
@@ -621,7 +610,7 @@ class DendriteDesign(_SQLiteDesign):
             ).fetchone()
         return row[0]
 
-    def _ranks(self, event_nids: Iterable[int]) -> Dict[int, Tuple[int, str]]:
+    def _ranks(self, event_nids: Iterable[int]) -> dict[int, tuple[int, str]]:
         rows = self._db.execute(
             "SELECT event_nid, depth, event_id FROM roomserver_events"
             " WHERE event_nid IN (SELECT value FROM json_each(?))",
@@ -650,21 +639,21 @@ class DendriteDesign(_SQLiteDesign):
         nids.frombytes(packed)
         return json.dumps(nids.tolist())
 
-    def _nid_state(self, snapshot: int) -> Dict[Tuple[int, int], int]:
-        state: Dict[Tuple[int, int], int] = {}
+    def _nid_state(self, snapshot: int) -> dict[tuple[int, int], int]:
+        state: dict[tuple[int, int], int] = {}
         for block in self._snapshot_blocks(snapshot):
             rows = self._db.execute(self._SQL_BLOCK_ENTRIES, (self._block_nids_json(block),))
             state.update(((t, k), e) for t, k, e in rows)
         return state
 
-    def _nid_state_after(self, prev: Tuple[Any, ...]) -> Dict[Tuple[int, int], int]:
+    def _nid_state_after(self, prev: tuple[Any, ...]) -> dict[tuple[int, int], int]:
         event_nid, _, type_nid, key_nid, snapshot, _, rejected = prev
         state = self._nid_state(snapshot)
         if key_nid and not rejected:
             state[(type_nid, key_nid)] = event_nid
         return state
 
-    def _event_row(self, event_id: str) -> Tuple[Any, ...]:
+    def _event_row(self, event_id: str) -> tuple[Any, ...]:
         row = self._db.execute(
             "SELECT e.state_snapshot_nid, e.is_rejected, e.event_state_key_nid,"
             " t.event_type, k.event_state_key"
@@ -698,7 +687,7 @@ class DendriteDesign(_SQLiteDesign):
 
     def get_state(
         self, event_id: str, type: str, state_key: str, *, after: bool = False
-    ) -> Optional[str]:
+    ) -> str | None:
         snapshot, rejected, key_nid, etype, skey = self._event_row(event_id)
         if after and key_nid and not rejected and (etype, skey) == (type, state_key):
             return event_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterator, List
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -23,7 +23,7 @@ def open_baseline(tmp_path) -> Iterator[Callable[[str], object]]:
     teardown (pytest runs with filterwarnings=error, so nothing may leak)."""
     import baselines
 
-    opened: List[object] = []
+    opened: list[object] = []
 
     def factory(name: str):
         design = getattr(baselines, DESIGNS[name])

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Dict, Iterable, List, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from baselines import (
@@ -20,15 +21,15 @@ from baselines import (
 
 from roomstate import workloads
 
-StateMap = Dict[Tuple[str, str], str]
+StateMap = dict[tuple[str, str], str]
 EVENT_ID = re.compile(r"^\$[A-Za-z0-9_-]{43}$")
 
 
-def reference_states(events: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, StateMap], ...]:
+def reference_states(events: Iterable[dict[str, Any]]) -> tuple[dict[str, StateMap], ...]:
     """State before and after every event, the obvious way: a dict per event."""
-    depth: Dict[str, int] = {}
-    before: Dict[str, StateMap] = {}
-    after: Dict[str, StateMap] = {}
+    depth: dict[str, int] = {}
+    before: dict[str, StateMap] = {}
+    after: dict[str, StateMap] = {}
     for ev in events:
         states = [after[p] for p in ev["prev_events"]]
         state: StateMap = {}
@@ -47,7 +48,7 @@ def reference_states(events: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, StateM
     return before, after
 
 
-def with_rejections(events: Iterable[Dict[str, Any]], every: int = 29) -> List[Dict[str, Any]]:
+def with_rejections(events: Iterable[dict[str, Any]], every: int = 29) -> list[dict[str, Any]]:
     """Mark every ``every``-th state event (after the preamble) as rejected."""
     out = []
     for i, ev in enumerate(events):
@@ -94,8 +95,8 @@ def test_deterministic_and_topological(make):
     events = list(make(5))
     assert events == list(make(5))
     assert [e["event_id"] for e in events] != [e["event_id"] for e in make(6)]
-    depth: Dict[str, int] = {}
-    room_of: Dict[str, str] = {}
+    depth: dict[str, int] = {}
+    room_of: dict[str, str] = {}
     for ev in events:
         assert EVENT_ID.match(ev["event_id"]) and ev["event_id"] not in depth
         prevs = ev["prev_events"]
@@ -124,7 +125,7 @@ def test_many_rooms_interleaves():
     events = list(workloads.many_rooms(n_rooms=20, min_members=10, max_members=50, seed=1))
     rooms = [e["room_id"] for e in events]
     assert len(set(rooms)) == 20
-    switches = sum(a != b for a, b in zip(rooms, rooms[1:]))
+    switches = sum(a != b for a, b in zip(rooms, rooms[1:], strict=False))
     assert switches > len(events) / 2
 
 
@@ -187,9 +188,8 @@ def test_dendrite_snapshots_are_bounded(open_baseline):
     store = open_baseline("dendrite")
     store.add_events(events)
     db = store._db
-    sizes = [
-        len(blob) // 8 for (blob,) in db.execute("SELECT state_block_nids FROM roomserver_state_snapshots")
-    ]
+    rows = db.execute("SELECT state_block_nids FROM roomserver_state_snapshots")
+    sizes = [len(blob) // 8 for (blob,) in rows]
     assert max(sizes) == MAX_STATE_BLOCK_NIDS
     merge = next(e for e in events if len(e["prev_events"]) > 1)
     (snapshot,) = db.execute(

@@ -422,15 +422,8 @@ class StateStore:
         for pid in p.prev_ids:
             pnid = ids.lookup(tx, EVENT, pid)
             prec = events.get(tx, pnid) if pnid else None
-            if prec is None:
-                if not (outlier or given is not None):
-                    raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
-                if not pnid:
-                    pnid = ids.assign(tx, EVENT, pid)
-            elif prec.room != room:
-                raise InvalidEventError(
-                    "prev_events", f"prev event {pid!r} belongs to another room", eid
-                )
+            if prec is not None and prec.room != room:
+                raise InvalidEventError("prev_events", f"prev event {pid!r} belongs to another room", eid)
             prev_nids.append(pnid)
             prev_recs.append(prec)
 
@@ -444,6 +437,13 @@ class StateStore:
                 return  # stored already, with the same fields
         elif not enid:
             enid = ids.assign(tx, EVENT, eid)
+
+        for i, pid in enumerate(p.prev_ids):
+            if prev_recs[i] is None:
+                if not (outlier or given is not None):
+                    raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
+                if not prev_nids[i]:
+                    prev_nids[i] = ids.assign(tx, EVENT, pid)
 
         if outlier:
             before = after = 0

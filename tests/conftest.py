@@ -1,0 +1,25 @@
+import os
+
+import pytest
+
+import roomstate
+from roomstate import snapshots
+
+
+@pytest.fixture
+def store(tmp_path):
+    with roomstate.open(tmp_path / "store", resolver="newest_event") as s:
+        yield s
+
+
+@pytest.fixture
+def tiny_tiers(monkeypatch):
+    """Snapshot constants small enough that a few events exercise chains, flushes and tier merges."""
+    monkeypatch.setattr(snapshots, "MAX_HOPS", 3)
+    monkeypatch.setattr(snapshots, "MAX_WEIGHT", 5)
+    monkeypatch.setattr(snapshots, "FANOUT", 2)
+    monkeypatch.setattr(snapshots, "TIER_BASE", 2)
+
+
+def pytest_report_header(config):
+    return f"roomstate debug build: {os.environ.get('ROOMSTATE_DEBUG', '0')}"
