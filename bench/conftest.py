@@ -34,3 +34,272 @@ def open_baseline(tmp_path) -> Iterator[Callable[[str], object]]:
     yield factory
     for store in opened:
         store.close()
+
+
+# -- benchmark settings, histories, built stores and timing (bench/test_bench_*.py) ------
+#
+# Sizes come from the environment so that CI runs every figure once, small, and a full
+# run measures them at the sizes of issue 4 (see "Running the benchmarks" in README.md):
+#   ROOMSTATE_BENCH_SIZES         hq sizes, comma-separated (default "10000")
+#   ROOMSTATE_BENCH_BIG=1         adds 10^6 to the sizes and runs the 10^6 peak-RSS imports
+#   ROOMSTATE_BENCH_BASELINE_MAX  largest size the SQLite baselines run at (default 100000)
+#   ROOMSTATE_BENCH_READ_SIZE     hq size of the read-latency figures (default: the largest
+#                                 size of the run that is at most 50000)
+#   ROOMSTATE_BENCH_SAMPLES       timed samples per warm read figure (default 1000, or 20
+#                                 with --benchmark-disable); cold figures take a fifth
+# Tests reach all of it through the session fixture `bench`.
+
+import math  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+BIG_SIZE = 1_000_000
+TARGET_SIZE = 50_000  # the hq size the issue states the byte and latency targets at
+RSS_SMALL = 10_000  # the peak-RSS import that CI runs
+
+
+def _parse_sizes(text: str) -> list[int]:
+    return sorted({int(float(part)) for part in text.replace("_", "").split(",") if part.strip()})
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    sizes: list[int]
+    big: bool
+    baseline_max: int
+    read_size: int
+    samples: int
+    timing: bool  # benchmarks enabled (not --benchmark-disable): timing targets apply
+
+
+def _settings(config) -> BenchSettings:
+    sizes = _parse_sizes(os.environ.get("ROOMSTATE_BENCH_SIZES", "10000"))
+    big = os.environ.get("ROOMSTATE_BENCH_BIG", "") not in ("", "0")
+    if big and BIG_SIZE not in sizes:
+        sizes.append(BIG_SIZE)
+    read_default = max([n for n in sizes if n <= TARGET_SIZE] or [min(sizes)])
+    timing = not config.getoption("benchmark_disable", False)
+    return BenchSettings(
+        sizes=sizes,
+        big=big,
+        baseline_max=int(float(os.environ.get("ROOMSTATE_BENCH_BASELINE_MAX", "100000"))),
+        read_size=int(float(os.environ.get("ROOMSTATE_BENCH_READ_SIZE", read_default))),
+        samples=int(os.environ.get("ROOMSTATE_BENCH_SAMPLES", 1000 if timing else 20)),
+        timing=timing,
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """``size``: every hq size of the run; ``rss_size``: 10^4, and 10^6 on demand."""
+    settings = _settings(metafunc.config)
+    if "size" in metafunc.fixturenames:
+        metafunc.parametrize("size", settings.sizes, ids=lambda n: f"n{n}")
+    if "rss_size" in metafunc.fixturenames:
+        rss = [RSS_SMALL] + ([BIG_SIZE] if settings.big else [])
+        metafunc.parametrize("rss_size", rss, ids=lambda n: f"n{n}")
+
+
+def pytest_report_header(config):
+    s = _settings(config)
+    return (
+        f"roomstate bench: sizes={s.sizes} baseline_max={s.baseline_max} "
+        f"read_size={s.read_size} samples={s.samples} big={s.big}"
+    )
+
+
+def open_design(design: str, path: os.PathLike[str] | str):
+    """A roomstate store (newest_event resolver) or a baseline, at ``path``."""
+    if design == "roomstate":
+        import roomstate
+
+        return roomstate.open(path, resolver="newest_event")
+    import baselines
+
+    return getattr(baselines, DESIGNS[design])(path)
+
+
+def size_figures(design: str, store) -> dict:
+    """Bytes on disk of a store just written: in total, and of its state structures."""
+    if design == "roomstate":
+        stats = store.stats()
+        return {
+            "events": stats["events"],
+            "state_events": stats["state_events"],
+            "disk_bytes": stats["pages_used_bytes"],
+            "state_bytes": stats["state_bytes"],
+            "tables": {name: t["bytes"] for name, t in stats["tables"].items()},
+        }
+    return {
+        "disk_bytes": store.disk_bytes(),
+        "state_bytes": store.state_bytes(),
+        "tables": store.table_bytes(),
+    }
+
+
+@dataclass
+class Built:
+    """A closed store holding the whole hq(n) history."""
+
+    design: str
+    n: int
+    path: Path
+    seconds: float  # the one add_events call that wrote it
+    figures: dict = field(default_factory=dict)
+
+    def open(self):
+        return open_design(self.design, self.path)
+
+
+@dataclass
+class ChildRun:
+    seconds: float
+    max_rss_bytes: int
+    stdout: str
+    stderr: str
+
+
+class Bench:
+    """Everything the benchmark files share: settings, hq histories (generated once per
+    session; lists of the two latest sizes kept, JSON-lines files on demand), stores
+    built once per session for the size and read figures, and timing helpers."""
+
+    def __init__(self, settings: BenchSettings, directory: Path):
+        self.settings = settings
+        self.directory = directory
+        self._lists: dict[int, list[dict]] = {}
+        self._files: dict[int, Path] = {}
+        self._built: dict[tuple[str, int], Built] = {}
+
+    open_design = staticmethod(open_design)
+    size_figures = staticmethod(size_figures)
+
+    def skip_baseline(self, design: str, n: int) -> None:
+        if design != "roomstate" and n > self.settings.baseline_max:
+            pytest.skip(f"{design} above ROOMSTATE_BENCH_BASELINE_MAX={self.settings.baseline_max}")
+
+    # -- histories -----------------------------------------------------------------------
+
+    def hq(self, n: int) -> list[dict]:
+        from roomstate import workloads
+
+        if n not in self._lists:
+            while len(self._lists) >= 2:
+                self._lists.pop(next(iter(self._lists)))
+            self._lists[n] = list(workloads.hq(n, seed=0))
+        return self._lists[n]
+
+    def hq_jsonl(self, n: int) -> Path:
+        from roomstate import workloads
+
+        if n not in self._files:
+            path = self.directory / f"hq-{n}.jsonl"
+            workloads.write_jsonl(self._lists.get(n) or workloads.hq(n, seed=0), path)
+            self._files[n] = path
+        return self._files[n]
+
+    def fresh_path(self, stem: str) -> Path:
+        """A path nothing exists at yet, for a store of one round."""
+        return Path(tempfile.mkdtemp(prefix=f"{stem}-", dir=self.directory)) / "store"
+
+    # -- stores --------------------------------------------------------------------------
+
+    def built(self, design: str, n: int) -> Built:
+        """The store of ``design`` holding hq(n), built by one ``add_events`` call."""
+        self.skip_baseline(design, n)
+        key = (design, n)
+        if key not in self._built:
+            events = self.hq(n)
+            path = self.fresh_path(f"{design}-{n}")
+            store = open_design(design, path)
+            try:
+                start = time.perf_counter()
+                store.add_events(events)
+                seconds = time.perf_counter() - start
+                figures = size_figures(design, store)
+            finally:
+                store.close()
+            figures.setdefault("events", len(events))
+            figures.setdefault("state_events", sum("state_key" in ev for ev in events))
+            self._built[key] = Built(design, n, path, seconds, figures)
+        return self._built[key]
+
+    # -- timing --------------------------------------------------------------------------
+
+    @staticmethod
+    def percentiles(samples_ns: list[int]) -> dict[str, float]:
+        """p50, p99 (nearest rank), mean and count of nanosecond samples, in µs."""
+        ordered = sorted(samples_ns)
+        n = len(ordered)
+
+        def rank(q: float) -> float:
+            return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] / 1000
+
+        return {
+            "p50_us": rank(0.50),
+            "p99_us": rank(0.99),
+            "mean_us": sum(ordered) / n / 1000,
+            "samples": n,
+        }
+
+    @staticmethod
+    def seeded_sample(population: list, k: int, seed: str) -> list:
+        return random.Random(seed).sample(population, min(k, len(population)))
+
+    def run_child(self, argv: list[str]) -> ChildRun:
+        """Run a command to completion: wall time and the peak RSS of that one child
+        (``os.wait4`` gives its own rusage; RUSAGE_CHILDREN would be the maximum over
+        every child reaped so far)."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"{argv} exited with {proc.returncode}\n"
+                f"stdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-4000:]}"
+            )
+        return ChildRun(seconds, usage.ru_maxrss * 1024, stdout, stderr)  # ru_maxrss: KiB
+
+    @staticmethod
+    def cli() -> list[str] | None:
+        """The `roomstate` console script, or None while ``roomstate.cli`` is missing."""
+        import importlib.util
+
+        if importlib.util.find_spec("roomstate.cli") is None:
+            return None
+        script = Path(sys.executable).with_name("roomstate")
+        if script.exists():
+            return [str(script)]
+        return [sys.executable, "-c", "import sys; from roomstate.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig, tmp_path_factory) -> Iterator[Bench]:
+    directory = tmp_path_factory.mktemp("bench")
+    yield Bench(_settings(pytestconfig), directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[object], object]]:
+    """``closing(store)`` returns the store and closes it at teardown: pedantic rounds
+    open fresh stores in ``setup``, and --benchmark-disable skips ``teardown``."""
+    opened: list[object] = []
+
+    def register(store):
+        opened.append(store)
+        return store
+
+    yield register
+    for store in opened:
+        store.close()

@@ -515,3 +515,108 @@ def type_range(entries, uint32_t type_nid):
         lo = _lower_bound(&a[0], n, (<uint64_t>type_nid) << 32)
         hi = _upper_bound(&a[0], n, ((<uint64_t>type_nid) << 32) | 0xFFFFFFFFu)
     return lo, hi
+
+
+# ---------------------------------------------------------------------------
+# varints: compact records for events and chain snapshots
+
+cdef inline Py_ssize_t _put_varint(unsigned char* out, uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while v >= 0x80:
+        out[n] = <unsigned char>((v & 0x7F) | 0x80)
+        v >>= 7
+        n += 1
+    out[n] = <unsigned char>v
+    return n + 1
+
+
+cdef inline Py_ssize_t _get_varint(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos, uint64_t* out) noexcept nogil:
+    """Decode one varint at ``pos``; the new position, or -1 when truncated or too long."""
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    cdef unsigned char b
+    while True:
+        if pos >= n or shift > 63:
+            return -1
+        b = buf[pos]
+        pos += 1
+        v |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            out[0] = v
+            return pos
+        shift += 7
+
+
+def pack_uvarints(values):
+    """LEB128-encode a sequence of unsigned 64-bit integers.
+
+    >>> unpack_uvarints(pack_uvarints([0, 127, 128, 2**64 - 1]), 4)
+    ([0, 127, 128, 18446744073709551615], 14)
+    """
+    cdef list vals = list(values)
+    cdef Py_ssize_t k = len(vals), i, pos = 0
+    cdef bytearray out = bytearray(10 * k)
+    cdef unsigned char* p = out
+    for i in range(k):
+        pos += _put_varint(p + pos, <uint64_t>vals[i])
+    del out[pos:]
+    return bytes(out)
+
+
+def unpack_uvarints(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t offset=0):
+    """Decode ``count`` varints from ``buf`` at ``offset``: ``(values, next offset)``."""
+    cdef Py_ssize_t n = buf.shape[0], i, pos = offset
+    cdef uint64_t v
+    cdef list out = []
+    if offset < 0 or offset > n:
+        raise ValueError("offset out of range")
+    for i in range(count):
+        pos = _get_varint(&buf[0] if n else NULL, n, pos, &v)
+        if pos < 0:
+            raise ValueError("truncated or malformed varint record")
+        out.append(v)
+    return out, pos
+
+
+def pack_entries(entries):
+    """Entries as varint triples (a chain snapshot's delta)."""
+    cdef const Entry[::1] a = _view(entries)
+    cdef Py_ssize_t n = len(entries), i, pos = 0
+    cdef bytearray out = bytearray(30 * n + 1)
+    cdef unsigned char* p = out
+    with nogil:
+        for i in range(n):
+            pos += _put_varint(p + pos, a[i].type)
+            pos += _put_varint(p + pos, a[i].state_key)
+            pos += _put_varint(p + pos, a[i].event)
+    del out[pos:]
+    return bytes(out)
+
+
+def unpack_entries(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t offset=0):
+    """Decode ``count`` varint-triple entries from ``buf`` at ``offset``."""
+    cdef Py_ssize_t n = buf.shape[0], i, pos = offset
+    cdef uint64_t t, k, e
+    cdef bint bad = False
+    if offset < 0 or offset > n or count < 0:
+        raise ValueError("offset or count out of range")
+    out = _empty(count)
+    if count == 0:
+        return out
+    cdef Entry[::1] o = out
+    with nogil:
+        for i in range(count):
+            pos = _get_varint(&buf[0], n, pos, &t)
+            if pos >= 0:
+                pos = _get_varint(&buf[0], n, pos, &k)
+            if pos >= 0:
+                pos = _get_varint(&buf[0], n, pos, &e)
+            if pos < 0 or t > 0xFFFFFFFFu or k > 0xFFFFFFFFu:
+                bad = True
+                break
+            o[i].type = <uint32_t>t
+            o[i].state_key = <uint32_t>k
+            o[i].event = e
+    if bad:
+        raise ValueError("truncated or malformed entry record")
+    return out

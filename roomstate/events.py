@@ -1,8 +1,16 @@
 """Event input validation, event records, and the per-event flag column."""
+import base64
+import binascii
+import hashlib
 import struct
 from collections.abc import Mapping
 
-from .errors import InvalidEventError
+import numpy as np
+
+from ._core import pack_uvarints, unpack_uvarints
+from .errors import InvalidEventError, RoomStateError
+from .ids import decode, encode
+from .txn import BoundedCache
 
 MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 MEMBERSHIP_CODE = {m: i for i, m in enumerate(MEMBERSHIPS, start=1)}
@@ -10,14 +18,14 @@ OTHER_MEMBERSHIP = 7  # a membership string outside the five the spec defines
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
-IS_STATE, REJECTED, OUTLIER = 1, 2, 4
+IS_STATE, REJECTED, OUTLIER, PLACEHOLDER = 1, 2, 4, 16
+HASH_ID = 32  # record flag: the event ID is "$" + the unpadded base64url of the 32 stored bytes
 
 MAX_DEPTH = 2**63 - 1
 MAX_PREVS = 65535
 
-_REC = struct.Struct("<BBHIIIQQQ")
 _U64 = struct.Struct(">Q")
-CHUNK = 1024  # events per flag chunk
+CHUNK = 1000  # events per flag chunk: four chunks fill a 4 KiB page
 
 
 class Parsed:
@@ -113,12 +121,45 @@ def parse(ev):
     return Parsed(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
 
 
+def _pack_id(event_id):
+    """``(flag, bytes)`` for an event ID: room versions 4+ IDs shrink from 44 to 32 bytes."""
+    if len(event_id) == 44 and event_id[0] == "$":
+        try:
+            raw = base64.urlsafe_b64decode(event_id[1:] + "=")
+        except (ValueError, binascii.Error):
+            raw = None
+        if raw is not None and len(raw) == 32 and base64.urlsafe_b64encode(raw)[:43].decode() == event_id[1:]:
+            return HASH_ID, raw
+    return 0, encode(event_id)
+
+
+def _unpack_id(flags, raw):
+    if flags & HASH_ID:
+        return "$" + base64.urlsafe_b64encode(bytes(raw))[:43].decode()
+    return decode(raw)
+
+
+def _zigzag(x):
+    return x << 1 if x >= 0 else ((-x) << 1) - 1
+
+
+def _unzigzag(z):
+    return z >> 1 if not z & 1 else -((z + 1) >> 1)
+
+
 class Record:
-    """A stored event: NIDs of its strings, its depth, and the snapshots around it."""
+    """A stored event: NIDs of its strings, its depth, and the snapshots around it.
 
-    __slots__ = ("flags", "membership", "room", "type", "state_key", "depth", "before", "after", "prevs")
+    Packed as varints — flags, membership, room, type, state key, depth,
+    snapshot before, snapshot after (0 when unchanged, else 1 + the zigzag of
+    the difference), the prev count and each prev as the zigzag of
+    ``own NID - prev NID`` — followed by the event ID's UTF-8 bytes.  The
+    record is the event ID's reverse map too.
+    """
 
-    def __init__(self, flags, membership, room, type_, state_key, depth, before, after, prevs):
+    __slots__ = ("flags", "membership", "room", "type", "state_key", "depth", "before", "after", "prevs", "event_id")
+
+    def __init__(self, flags, membership, room, type_, state_key, depth, before, after, prevs, event_id):
         self.flags = flags
         self.membership = membership
         self.room = room
@@ -128,6 +169,7 @@ class Record:
         self.before = before
         self.after = after
         self.prevs = prevs
+        self.event_id = event_id
 
     @property
     def is_state(self):
@@ -141,51 +183,162 @@ class Record:
     def outlier(self):
         return bool(self.flags & OUTLIER)
 
-    def pack(self):
-        n = len(self.prevs)
-        return _REC.pack(
-            self.flags, self.membership, n, self.room, self.type, self.state_key, self.depth, self.before, self.after
-        ) + struct.pack(f"<{n}Q", *self.prevs)
+    def pack(self, nid):
+        after = 0 if self.after == self.before else 1 + _zigzag(self.after - self.before)
+        id_flag, id_bytes = _pack_id(self.event_id)
+        head = [
+            self.flags | id_flag, self.membership, self.room, self.type, self.state_key,
+            self.depth, self.before, after, len(self.prevs),
+        ]
+        head.extend(_zigzag(nid - p) for p in self.prevs)
+        return pack_uvarints(head) + id_bytes
 
     @classmethod
-    def unpack(cls, raw):
-        flags, membership, n, room, type_, skey, depth, before, after = _REC.unpack_from(raw)
-        prevs = struct.unpack_from(f"<{n}Q", raw, _REC.size) if n else ()
-        return cls(flags, membership, room, type_, skey, depth, before, after, tuple(prevs))
+    def unpack(cls, raw, nid):
+        head, off = unpack_uvarints(raw, 9)
+        flags, membership, room, type_, skey, depth, before, after, n = head
+        prevs = ()
+        if n:
+            deltas, off = unpack_uvarints(raw, n, off)
+            prevs = tuple(nid - _unzigzag(d) for d in deltas)
+        after = before if after == 0 else before + _unzigzag(after - 1)
+        event_id = _unpack_id(flags, raw[off:])
+        return cls(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
+
+
+def _hash_key(raw, size):
+    return hashlib.blake2b(raw, digest_size=size).digest()
 
 
 class EventTable:
-    """Event records by event NID, and the flag column (membership, has-child)."""
+    """Event records by event NID, the event ID map, and the flag column.
 
-    def __init__(self, events_db, flags_db):
+    The forward map keys an event ID by an 8-byte BLAKE2b digest (event IDs
+    are 44 bytes in modern rooms; the digest keeps the index small); a hit
+    is checked against the ID in the record, and the rare ID whose 8-byte
+    digest is taken by another ID is keyed by its 16-byte digest instead.
+    """
+
+    def __init__(self, events_db, event_ids_db, flags_db, ids, cache_items=500_000):
         self.db = events_db
+        self.ids_db = event_ids_db
         self.flags_db = flags_db
-        self.cache = {}
+        self.ids = ids
+        self.cache = BoundedCache(cache_items)
+        self.to_nid = BoundedCache(2_000_000)
+        self.to_str = BoundedCache(2_000_000)
         self.full_chunks = {}
 
+    # -- event IDs ---------------------------------------------------------
+    def lookup(self, tx, event_id):
+        nid = self.to_nid.get(event_id)
+        if nid is not None:
+            return nid
+        if tx.write:
+            nid = tx.get("enid", event_id)
+            if nid is not None:
+                return nid
+        raw = encode(event_id)
+        for size in (8, 16):
+            val = tx.txn.get(_hash_key(raw, size), db=self.ids_db)
+            if val is None:
+                return 0
+            nid = unpack_uvarints(val, 1)[0][0]
+            if self.event_id(tx, nid) == event_id:
+                self._remember(tx, event_id, nid)
+                return nid
+        return 0
+
+    def assign(self, tx, event_id):
+        nid = self.lookup(tx, event_id)
+        if nid:
+            return nid
+        nid = self.ids.next_nid(tx, b"e")
+        raw = encode(event_id)
+        key = _hash_key(raw, 8)
+        if tx.txn.get(key, db=self.ids_db) is not None:
+            key = _hash_key(raw, 16)
+        tx.txn.put(key, pack_uvarints([nid]), db=self.ids_db)
+        self._remember(tx, event_id, nid)
+        return nid
+
+    def _remember(self, tx, event_id, nid):
+        if tx.write:
+            tx.put("enid", event_id, nid)
+            tx.put("estr", nid, event_id)
+        else:
+            self.to_nid[event_id] = nid
+            self.to_str[nid] = event_id
+
+    def event_id(self, tx, nid):
+        s = self.to_str.get(nid)
+        if s is not None:
+            return s
+        if tx.write:
+            s = tx.get("estr", nid)
+            if s is not None:
+                return s
+        raw = tx.txn.get(_U64.pack(nid), db=self.db)
+        if raw is None:
+            raise RoomStateError(f"no record for event NID {nid}: the store is damaged")
+        s = Record.unpack(raw, nid).event_id
+        if not tx.write:
+            self.to_str[nid] = s
+        return s
+
+    def names(self, tx, nids):
+        cache = self.to_str
+        out = []
+        append = out.append
+        for nid in nids.tolist() if isinstance(nids, np.ndarray) else nids:
+            s = cache.get(nid)
+            append(s if s is not None else self.event_id(tx, nid))
+        return out
+
+    # -- records -----------------------------------------------------------
     def get(self, tx, nid):
+        """The record of a stored event, or None (unknown, or only named as a prev)."""
         rec = self.cache.get(nid)
         if rec is not None:
             return rec
         if tx.write:
             rec = tx.get("event", nid)
             if rec is not None:
-                return rec
+                return rec if not rec.flags & PLACEHOLDER else None
         raw = tx.txn.get(_U64.pack(nid), db=self.db)
         if raw is None:
             return None
-        rec = Record.unpack(raw)
+        rec = Record.unpack(raw, nid)
+        if rec.flags & PLACEHOLDER:
+            return None
         # An outlier's record changes when its state becomes known; cache only settled ones.
         if not rec.outlier:
             if tx.write:
                 tx.put("event", nid, rec)
-            elif len(self.cache) < 1_000_000:
+            else:
                 self.cache[nid] = rec
+                if len(self.cache) > self.cache.limit:
+                    self.cache.publish({})
         return rec
 
     def put(self, tx, nid, rec):
-        tx.txn.put(_U64.pack(nid), rec.pack(), db=self.db)
+        tx.txn.put(_U64.pack(nid), rec.pack(nid), db=self.db)
         tx.put("event", nid, rec)
+
+    def put_placeholder(self, tx, nid, event_id):
+        """Keep the ID of an event named as a prev before it is stored."""
+        self.put(tx, nid, Record(PLACEHOLDER, 0, 0, 0, 0, 0, 0, 0, (), event_id))
+
+    def publish(self, pending):
+        new = pending.get("event")
+        if new:
+            self.cache.publish({k: r for k, r in new.items() if not r.outlier and not r.flags & PLACEHOLDER})
+        fwd = pending.get("enid")
+        if fwd:
+            self.to_nid.publish(fwd)
+        rev = pending.get("estr")
+        if rev:
+            self.to_str.publish(rev)
 
     # -- flag column -------------------------------------------------------
     def _chunk(self, tx, idx):
@@ -214,8 +367,6 @@ class EventTable:
 
     def memberships(self, tx, nids, next_event_nid):
         """Membership codes of many event NIDs (a uint64 array) as a uint8 array."""
-        import numpy as np
-
         out = np.zeros(len(nids), dtype=np.uint8)
         if not len(nids):
             return out

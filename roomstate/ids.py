@@ -51,23 +51,30 @@ def string_key(kind, raw):
     return kind + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def nid_key(kind, nid):
-    return kind + _U64.pack(nid)
-
-
 class IdMaps:
-    """String ↔ NID maps in the ``ids`` (forward) and ``names`` (reverse) databases."""
+    """String ↔ NID maps: ``ids`` (forward, all kinds) and one reverse database per kind.
+
+    Separate reverse databases keep each kind's NIDs appended at the end of
+    its own B-tree, so its pages fill up instead of splitting in half.
+
+    Event IDs are the exception: their reverse map is the event record itself
+    (see :class:`roomstate.events.EventTable`), to which the EVENT kind is
+    delegated.
+    """
 
     def __init__(self, ids_db, names_db, meta_db, cache_limit=2_000_000):
         self.ids_db = ids_db
         self.names_db = names_db
         self.meta_db = meta_db
+        self.events = None  # the EventTable, set by the store
         self.to_nid = {k: BoundedCache(cache_limit) for k in KINDS}
         self.to_str = {k: BoundedCache(cache_limit) for k in KINDS}
 
     # -- reads -------------------------------------------------------------
     def lookup(self, tx, kind, s):
         """The NID of ``s``, or 0 when it has none."""
+        if kind == EVENT:
+            return self.events.lookup(tx, s)
         nid = self.to_nid[kind].get(s)
         if nid is not None:
             return nid
@@ -82,7 +89,7 @@ class IdMaps:
             return 0
         nid = _U64.unpack(val)[0]
         if len(raw) > _SHORT:
-            stored = tx.txn.get(nid_key(kind, nid), db=self.names_db)
+            stored = tx.txn.get(_U64.pack(nid), db=self.names_db[kind])
             if stored is None or bytes(stored) != raw:
                 raise RoomStateError(f"digest collision on {kind.decode()} key {s!r}")
         self._remember(tx, kind, s, nid)
@@ -93,6 +100,8 @@ class IdMaps:
         return np.fromiter((self.lookup(tx, kind, s) for s in strings), dtype=np.uint64)
 
     def name(self, tx, kind, nid):
+        if kind == EVENT:
+            return self.events.event_id(tx, nid)
         s = self.to_str[kind].get(nid)
         if s is not None:
             return s
@@ -100,7 +109,7 @@ class IdMaps:
             s = tx.get("str:" + kind.decode(), nid)
             if s is not None:
                 return s
-        raw = tx.txn.get(nid_key(kind, nid), db=self.names_db)
+        raw = tx.txn.get(_U64.pack(nid), db=self.names_db[kind])
         if raw is None:
             raise RoomStateError(f"no string for {kind.decode()} NID {nid}: the store is damaged")
         s = decode(raw)
@@ -109,6 +118,8 @@ class IdMaps:
 
     def names(self, tx, kind, nids):
         """Strings of many NIDs (any iterable of ints), in order."""
+        if kind == EVENT:
+            return self.events.names(tx, nids)
         cache = self.to_str[kind]
         out = []
         append = out.append
@@ -120,13 +131,15 @@ class IdMaps:
     # -- writes ------------------------------------------------------------
     def assign(self, tx, kind, s):
         """The NID of ``s``, assigning the next free one when it has none."""
+        if kind == EVENT:
+            return self.events.assign(tx, s)
         nid = self.lookup(tx, kind, s)
         if nid:
             return nid
         nid = self.next_nid(tx, kind)
         raw = encode(s)
         tx.txn.put(string_key(kind, raw), _U64.pack(nid), db=self.ids_db)
-        tx.txn.put(nid_key(kind, nid), raw, db=self.names_db)
+        tx.txn.put(_U64.pack(nid), raw, db=self.names_db[kind])
         self._remember(tx, kind, s, nid)
         return nid
 
@@ -159,7 +172,7 @@ class IdMaps:
 
     def publish(self, pending):
         """After a commit: move this transaction's new mappings into the caches."""
-        for kind in KINDS:
+        for kind in (ROOM, TYPE, STATE_KEY):
             k = kind.decode()
             fwd = pending.get("nid:" + k)
             if fwd:

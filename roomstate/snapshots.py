@@ -42,8 +42,6 @@ MAX_BLOCKS = 64
 MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 _U64 = struct.Struct(">Q")
-_BASE = struct.Struct("<BI")
-_CHAIN = struct.Struct("<BHIQ")
 _KIND_BASE, _KIND_CHAIN = 1, 2
 
 
@@ -103,15 +101,13 @@ class SnapshotStore:
                 raise KeyError(f"snapshot {cur} is missing: the store is damaged")
             raw = bytes(raw)
             if raw[0] == _KIND_BASE:
-                n = _BASE.unpack_from(raw)[1]
-                off = _BASE.size
-                blocks = tuple(np.frombuffer(raw, "<u8", n, off).tolist())
-                sizes = tuple(np.frombuffer(raw, "<u4", n, off + 8 * n).tolist())
-                c = Components(blocks, sizes, (), (), 0, 0)
+                (_, n), off = _core.unpack_uvarints(raw, 2)
+                vals, _ = _core.unpack_uvarints(raw, 2 * n, off)
+                c = Components(tuple(vals[:n]), tuple(vals[n:]), (), (), 0, 0)
                 self._remember(tx, cur, c)
                 break
-            _, hops, weight, parent = _CHAIN.unpack_from(raw)
-            delta = frozen(np.frombuffer(raw, ENTRY_DTYPE, offset=_CHAIN.size).copy())
+            (_, hops, weight, parent, n), off = _core.unpack_uvarints(raw, 5)
+            delta = frozen(_core.unpack_entries(raw, n, off))
             path.append((cur, delta, hops, weight))
             cur = parent
         for nid, delta, hops, weight in reversed(path):
@@ -148,7 +144,7 @@ class SnapshotStore:
         return nid, True
 
     def create_empty(self, tx):
-        nid, _ = self._store(tx, _BASE.pack(_KIND_BASE, 0), True)
+        nid, _ = self._store(tx, _core.pack_uvarints((_KIND_BASE, 0)), True)
         assert nid == EMPTY_SNAPSHOT, nid
         return nid
 
@@ -161,7 +157,7 @@ class SnapshotStore:
         hops = c.hops + 1
         weight = c.weight + len(delta)
         if hops <= MAX_HOPS and weight <= MAX_WEIGHT:
-            record = _CHAIN.pack(_KIND_CHAIN, hops, weight, parent) + delta.tobytes()
+            record = _core.pack_uvarints((_KIND_CHAIN, hops, weight, parent, len(delta))) + _core.pack_entries(delta)
             nid, new = self._store(tx, record, indexed)
             if new:
                 d = frozen(np.array(delta, dtype=ENTRY_DTYPE, copy=True))
@@ -174,11 +170,7 @@ class SnapshotStore:
             sizes.append(len(merged))
         self._compact(tx, blocks, sizes)
         n = len(blocks)
-        record = (
-            _BASE.pack(_KIND_BASE, n)
-            + np.asarray(blocks, dtype="<u8").tobytes()
-            + np.asarray(sizes, dtype="<u4").tobytes()
-        )
+        record = _core.pack_uvarints([_KIND_BASE, n] + blocks + sizes)
         nid, new = self._store(tx, record, True)
         if new:
             tx.put("snap", nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))

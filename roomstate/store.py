@@ -41,8 +41,11 @@ DEFAULT_MAP_SIZE = 1 << 30
 _DBS = (
     "meta",
     "ids",
-    "names",
+    "names_r",
+    "names_t",
+    "names_k",
     "events",
+    "event_ids",
     "flags",
     "blocks",
     "block_hashes",
@@ -106,6 +109,44 @@ class _Gate:
                 self._cv.notify_all()
 
 
+class _SharedEnv:
+    """One LMDB environment per path per process (LMDB forbids opening one twice)."""
+
+    registry = {}
+    registry_lock = threading.Lock()
+
+    def __init__(self, env, key, readonly):
+        self.env = env
+        self.key = key
+        self.readonly = readonly
+        self.refs = 1
+        self.gate = _Gate()
+        self.write_lock = threading.RLock()
+
+    @classmethod
+    def acquire(cls, path, readonly, opener):
+        key = os.path.realpath(path)
+        with cls.registry_lock:
+            shared = cls.registry.get(key)
+            if shared is not None:
+                if shared.readonly and not readonly:
+                    raise StoreFormatError(
+                        f"{path!r} is already open read-only in this process; close it before opening it for writing"
+                    )
+                shared.refs += 1
+                return shared
+            shared = cls(opener(), key, readonly)
+            cls.registry[key] = shared
+            return shared
+
+    def release(self):
+        with self.registry_lock:
+            self.refs -= 1
+            if self.refs == 0:
+                del self.registry[self.key]
+                self.env.close()
+
+
 class StateStore:
     """Matrix room state at every event, stored compactly in LMDB.
 
@@ -119,16 +160,17 @@ class StateStore:
         self.durable = bool(durable)
         self.resolver = _resolve_resolver(resolver)
         self._local = threading.local()
-        self._write_lock = threading.RLock()
-        self._gate = _Gate()
         self._closed = True
-        self.env = self._open_env(map_size)
+        self._shared = _SharedEnv.acquire(self.path, self.readonly, lambda: self._open_env(map_size))
+        self.env = self._shared.env
+        self._gate = self._shared.gate
+        self._write_lock = self._shared.write_lock
         self._closed = False
         try:
             self._open_dbs()
         except BaseException:
-            self.env.close()
             self._closed = True
+            self._shared.release()
             raise
 
     # -- opening -------------------------------------------------------------
@@ -171,10 +213,11 @@ class StateStore:
             self._grow()
             return self._open_dbs()
         d = self._db
-        self._ids = IdMaps(d["ids"], d["names"], d["meta"])
+        self._ids = IdMaps(d["ids"], {ROOM: d["names_r"], TYPE: d["names_t"], STATE_KEY: d["names_k"]}, d["meta"])
         self._blocks = BlockStore(d["blocks"], d["block_hashes"], self._ids)
         self._snaps = SnapshotStore(d["snapshots"], d["snapshot_hashes"], self._blocks, self._ids)
-        self._events = EventTable(d["events"], d["flags"])
+        self._events = EventTable(d["events"], d["event_ids"], d["flags"], self._ids)
+        self._ids.events = self._events
         with env.begin(buffers=True) as txn:
             raw = txn.get(b"format", db=d["meta"])
             has_events = txn.stat(d["events"])["entries"] > 0
@@ -205,7 +248,7 @@ class StateStore:
         """Close the store; reads and writes afterwards raise."""
         if not self._closed:
             self._closed = True
-            self.env.close()
+            self._shared.release()
 
     def __enter__(self):
         return self
@@ -325,12 +368,7 @@ class StateStore:
         self._ids.publish(pending)
         self._blocks.publish(pending)
         self._snaps.publish(pending)
-        new = pending.get("event")
-        if new:
-            cache = self._events.cache
-            if len(cache) > 1_000_000:
-                cache.clear()
-            cache.update((k, r) for k, r in new.items() if not r.outlier)
+        self._events.publish(pending)
 
     def _count(self, tx, key, delta):
         cur = tx.get("meta", key)
@@ -444,6 +482,7 @@ class StateStore:
                     raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
                 if not prev_nids[i]:
                     prev_nids[i] = ids.assign(tx, EVENT, pid)
+                    events.put_placeholder(tx, prev_nids[i], pid)
 
         if outlier:
             before = after = 0
@@ -468,7 +507,7 @@ class StateStore:
             else:
                 after = before
 
-        rec = Record(flags, p.membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids))
+        rec = Record(flags, p.membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
         events.put(tx, enid, rec)
         old_flags = events.flags(tx, enid)
         if (old_flags & MEMBERSHIP_MASK) != p.membership:
@@ -805,8 +844,8 @@ class StateStore:
             events = self._meta_count(tx, _COUNT_EVENTS)
             state_events = self._meta_count(tx, _COUNT_STATE)
             state_bytes = sum(tables[n]["bytes"] for n in _STATE_DBS)
-            total = sum(t["bytes"] for t in tables.values())
-            used = (info["last_pgno"] + 1) * psize
+            in_use = sum(t["bytes"] for t in tables.values()) + 2 * psize  # + the two meta pages
+            mapped = (info["last_pgno"] + 1) * psize
             data = os.path.join(self.path, "data.mdb")
             return {
                 "events": events,
@@ -814,14 +853,14 @@ class StateStore:
                 "rooms": tables["rooms"]["entries"],
                 "blocks": self._ids.peek_next(tx, BLOCK_KIND) - 1,
                 "snapshots": self._ids.peek_next(tx, SNAPSHOT_KIND) - 1,
-                "block_entries": tables["blocks"]["bytes"] and self._block_entries(tx),
+                "block_entries": self._block_entries(tx),
                 "tables": tables,
                 "state_bytes": state_bytes,
-                "table_bytes": total,
-                "pages_used_bytes": used,
+                "bytes_in_use": in_use,
+                "free_bytes": max(0, mapped - in_use),
                 "file_bytes": os.path.getsize(data) if os.path.exists(data) else 0,
-                "bytes_per_event": used / events if events else 0.0,
-                "bytes_per_state_event": used / state_events if state_events else 0.0,
+                "bytes_per_event": in_use / events if events else 0.0,
+                "bytes_per_state_event": in_use / state_events if state_events else 0.0,
                 "state_bytes_per_state_event": state_bytes / state_events if state_events else 0.0,
             }
 
