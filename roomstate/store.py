@@ -575,15 +575,24 @@ class StateStore:
                 )
             rows.append((tnid, knid, snid))
         target = _core.sort_unique(entries_from(rows)) if rows else empty_entries()
+        # The state after the newest event named is often exactly the given
+        # state (a join's state in a room we already follow): reuse it then.
+        candidates = list(parents)
+        if rows:
+            newest = events.get(tx, max(r[2] for r in rows))
+            if newest is not None and not newest.outlier:
+                candidates.append(newest.after)
         best = None
-        for snap in dict.fromkeys(parents):
+        for snap in dict.fromkeys(candidates):
             added, removed = _core.diff(self._snaps.state(tx, snap), target)
             cost = len(added) + len(removed)
             if best is None or cost < best[0]:
                 best = (cost, snap, added, removed)
         if best is None:
             return self._snaps.derive(tx, EMPTY_SNAPSHOT, target, indexed=True)
-        _, snap, added, removed = best
+        cost, snap, added, removed = best
+        if cost == 0:
+            return snap
         tomb = removed.copy()
         tomb["event"] = 0
         delta = _core.overlay([tomb, added], keep_tombstones=True)

@@ -1,0 +1,201 @@
+"""The Cython kernels against plain-Python references."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roomstate import _core
+from roomstate._core import ENTRY_DTYPE
+
+E = ENTRY_DTYPE
+keys = st.tuples(st.integers(1, 6), st.integers(1, 6))
+rows = st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(0, 9)), max_size=40)
+big_rows = st.lists(
+    st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)), max_size=30
+)
+
+
+def arr(rows):
+    return np.array(list(rows), dtype=E)
+
+
+def ref_unique(rows, drop_tombstones=False):
+    d = {}
+    for t, k, e in rows:
+        d[(t, k)] = e
+    return [(t, k, e) for (t, k), e in sorted(d.items()) if not (drop_tombstones and e == 0)]
+
+
+def ref_overlay(layers, keep_tombstones=False):
+    d = {}
+    for layer in layers:
+        for t, k, e in layer:
+            d[(t, k)] = e
+    return [(t, k, e) for (t, k), e in sorted(d.items()) if keep_tombstones or e != 0]
+
+
+def as_list(a):
+    return [tuple(int(x) for x in r) for r in a.tolist()]
+
+
+def test_empty_inputs():
+    empty = arr([])
+    assert len(_core.sort_unique(empty)) == 0
+    assert len(_core.overlay([])) == 0
+    assert len(_core.overlay([empty, empty])) == 0
+    k, v = _core.align([empty, empty])
+    assert k.shape == (0,) and v.shape == (0, 2)
+    a, r = _core.diff(empty, empty)
+    assert len(a) == len(r) == 0
+    assert _core.find(empty, 1, 1) == -1
+    assert _core.lookup_layers([], 1, 1) == -1
+    assert _core.lookup_layers([empty], 1, 1) == -1
+    assert len(_core.lookup_keys([empty], empty)) == 0
+    assert len(_core.select(empty, [1], [0])) == 0
+    assert _core.type_range(empty, 5) == (0, 0)
+    assert _core.is_sorted_unique(empty)
+
+
+def test_one_entry():
+    one = arr([(5, 3, 9)])
+    assert as_list(_core.sort_unique(one)) == [(5, 3, 9)]
+    assert _core.find(one, 5, 3) == 0
+    assert _core.find(one, 5, 4) == -1
+    assert as_list(_core.select(one, [5], [0])) == [(5, 3, 9)]
+    assert _core.lookup_layers([one], 5, 3) == 9
+
+
+def test_duplicates_and_tombstones():
+    a = arr([(2, 1, 5), (1, 1, 1), (2, 1, 0), (2, 1, 7), (3, 3, 0)])
+    assert as_list(_core.sort_unique(a)) == [(1, 1, 1), (2, 1, 7), (3, 3, 0)]
+    assert as_list(_core.sort_unique(a, drop_tombstones=True)) == [(1, 1, 1), (2, 1, 7)]
+    base = arr([(1, 1, 1), (2, 1, 7)])
+    tomb = arr([(2, 1, 0)])
+    assert as_list(_core.overlay([base, tomb])) == [(1, 1, 1)]
+    assert as_list(_core.overlay([base, tomb], keep_tombstones=True)) == [(1, 1, 1), (2, 1, 0)]
+    assert _core.lookup_layers([base, tomb], 2, 1) == 0
+    assert _core.lookup_keys([base, tomb], arr([(1, 1, 0), (2, 1, 0), (9, 9, 0)])).tolist() == [1, 0, 0]
+
+
+def test_wrong_inputs_raise_cleanly():
+    with pytest.raises(TypeError):
+        _core.sort_unique(np.zeros(3, dtype=np.uint64))
+    with pytest.raises(TypeError):
+        _core.overlay([[1, 2, 3]])
+    with pytest.raises(ValueError):
+        _core.sort_unique(np.zeros((2, 2), dtype=E))
+    with pytest.raises(ValueError):
+        _core.select(arr([(1, 1, 1)]), [1, 2], [0])
+
+
+@given(rows, st.booleans())
+def test_sort_unique(rows, drop):
+    assert as_list(_core.sort_unique(arr(rows), drop_tombstones=drop)) == ref_unique(rows, drop)
+
+
+@given(big_rows)
+def test_sort_unique_huge_nids(rows):
+    out = _core.sort_unique(arr(rows))
+    assert as_list(out) == ref_unique(rows)
+    assert _core.is_sorted_unique(out)
+
+
+@given(st.lists(rows, max_size=7), st.booleans())
+def test_overlay(layers, keep):
+    sorted_layers = [arr(ref_unique(layer)) for layer in layers]
+    assert as_list(_core.overlay(sorted_layers, keep_tombstones=keep)) == ref_overlay(
+        [ref_unique(layer) for layer in layers], keep
+    )
+
+
+@given(st.lists(rows, min_size=1, max_size=5))
+def test_align(states):
+    states = [ref_unique(s) for s in states]
+    k, v = _core.align([arr(s) for s in states], missing=2**64 - 1)
+    dicts = [{(t, kk): e for t, kk, e in s} for s in states]
+    expect_keys = sorted(set().union(*dicts))
+    assert [(int(r[0]), int(r[1])) for r in k.tolist()] == expect_keys
+    for i, key in enumerate(expect_keys):
+        assert [int(x) for x in v[i]] == [d.get(key, 2**64 - 1) for d in dicts]
+
+
+@given(rows, rows)
+def test_diff(a, b):
+    a, b = ref_unique(a, True), ref_unique(b, True)
+    added, removed = _core.diff(arr(a), arr(b))
+    da, db = {(t, k): e for t, k, e in a}, {(t, k): e for t, k, e in b}
+    assert as_list(added) == sorted((t, k, e) for (t, k), e in db.items() if da.get((t, k)) != e)
+    assert as_list(removed) == sorted((t, k, e) for (t, k), e in da.items() if db.get((t, k)) != e)
+
+
+@given(rows, keys)
+def test_find_and_lookup(rows, key):
+    s = ref_unique(rows)
+    a = arr(s)
+    idx = _core.find(a, *key)
+    expect = [i for i, (t, k, _) in enumerate(s) if (t, k) == key]
+    assert idx == (expect[0] if expect else -1)
+
+
+@given(st.lists(rows, max_size=5), st.lists(keys, max_size=10))
+def test_lookup_layers_and_keys(layers, ks):
+    layers = [ref_unique(layer) for layer in layers]
+    arrays = [arr(layer) for layer in layers]
+    merged = {}
+    for layer in layers:
+        for t, k, e in layer:
+            merged[(t, k)] = e
+    for key in ks:
+        assert _core.lookup_layers(arrays, *key) == merged.get(key, -1)
+    q = arr(sorted({(t, k, 0) for t, k in ks}))
+    got = _core.lookup_keys(arrays, q).tolist()
+    assert got == [merged.get((int(t), int(k)), 0) for t, k, _ in q.tolist()]
+
+
+@given(rows, st.lists(st.tuples(st.integers(1, 7), st.integers(0, 7)), max_size=5))
+def test_select_and_type_range(rows, filt):
+    s = ref_unique(rows)
+    a = arr(s)
+    got = as_list(_core.select(a, [t for t, _ in filt], [k for _, k in filt]))
+    want = [r for r in s if any(r[0] == t and (k == 0 or r[1] == k) for t, k in filt)]
+    assert got == want
+    for t in range(1, 8):
+        lo, hi = _core.type_range(a, t)
+        assert [r for r in s if r[0] == t] == s[lo:hi]
+
+
+def test_type_range_at_the_top_of_the_nid_space():
+    a = arr([(2**32 - 1, 2**32 - 1, 1), (2**32 - 1, 0, 2)])
+    a = _core.sort_unique(a)
+    assert _core.type_range(a, 2**32 - 1) == (0, 2)
+    assert len(_core.select(a, [2**32 - 1], [0])) == 2
+
+
+@settings(max_examples=50)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=20))
+def test_varints_round_trip(values):
+    packed = _core.pack_uvarints(values)
+    assert _core.unpack_uvarints(packed, len(values)) == (values, len(packed))
+
+
+@given(big_rows)
+def test_entry_varints_round_trip(rows):
+    a = arr(rows)
+    assert as_list(_core.unpack_entries(_core.pack_entries(a), len(a))) == as_list(a)
+
+
+def test_truncated_varints_raise():
+    with pytest.raises(ValueError):
+        _core.unpack_uvarints(b"\x80", 1)
+    with pytest.raises(ValueError):
+        _core.unpack_entries(b"\x01\x02", 1)
+    with pytest.raises(ValueError):
+        _core.unpack_uvarints(b"\xff" * 11, 1)
+
+
+def test_read_only_buffers_work_without_copies():
+    raw = arr([(1, 1, 1), (5, 2, 3)]).tobytes()
+    view = np.frombuffer(raw, dtype=E)
+    assert not view.flags.writeable
+    assert _core.find(view, 5, 2) == 1
+    assert as_list(_core.overlay([view])) == [(1, 1, 1), (5, 2, 3)]
