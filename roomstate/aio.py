@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import warnings
 from typing import (
@@ -91,29 +92,34 @@ def open(  # noqa: A001
 
 
 def _bridge(cf: "concurrent.futures.Future[T]", loop: asyncio.AbstractEventLoop) -> "asyncio.Future[T]":
-    """An asyncio future that completes with ``cf``; cancelling it leaves ``cf`` alone."""
+    """An asyncio future that completes with ``cf``; cancelling it leaves ``cf`` alone.
+
+    No closure captures ``cf``: a reference cycle per call would leave garbage
+    for the cyclic GC, whose full passes then stall the loop.
+    """
     fut: asyncio.Future[T] = loop.create_future()
-
-    def copy() -> None:
-        if fut.done():  # the waiter was cancelled: drop the outcome
-            return
-        if cf.cancelled():
-            fut.cancel()
-            return
-        exc = cf.exception()
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(cf.result())
-
-    def done(_: "concurrent.futures.Future[T]") -> None:
-        try:
-            loop.call_soon_threadsafe(copy)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    cf.add_done_callback(done)
+    cf.add_done_callback(functools.partial(_post, loop, fut))
     return fut
+
+
+def _post(loop: asyncio.AbstractEventLoop, fut: "asyncio.Future[T]", cf: "concurrent.futures.Future[T]") -> None:
+    try:
+        loop.call_soon_threadsafe(_copy, fut, cf)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+def _copy(fut: "asyncio.Future[T]", cf: "concurrent.futures.Future[T]") -> None:
+    if fut.done():  # the waiter was cancelled: drop the outcome
+        return
+    if cf.cancelled():
+        fut.cancel()
+        return
+    exc = cf.exception()
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(cf.result())
 
 
 def _close_when_idle(
@@ -174,7 +180,10 @@ class AsyncStateStore:
     async def _store(self) -> StateStore:
         opened = self._start()
         if not opened.done():
-            await _bridge(opened, asyncio.get_running_loop())
+            try:
+                await _bridge(opened, asyncio.get_running_loop())
+            except Exception:  # noqa: BLE001 - raised below, after closing
+                pass
         exc = opened.exception()
         if exc is not None:
             await self.aclose()
@@ -246,8 +255,11 @@ class AsyncStateStore:
             raise RoomStateError(f"the async store at {self.path!r} is closed")
         assert self._writer is not None
         cf = self._writer.submit(fn, store, *args, **kwargs)
-        # Cancelling this await never cancels cf: a write runs whole or not at all.
-        return await _bridge(cf, asyncio.get_running_loop())
+        try:
+            # Cancelling this await never cancels cf: a write runs whole or not at all.
+            return await _bridge(cf, asyncio.get_running_loop())
+        finally:
+            del cf  # else error -> traceback -> this frame -> cf -> error: a cycle per error
 
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         store = await self._store()
@@ -260,6 +272,8 @@ class AsyncStateStore:
         except asyncio.CancelledError:
             cf.cancel()  # skipped if not started yet; a running read just finishes
             raise
+        finally:
+            del cf  # else error -> traceback -> this frame -> cf -> error: a cycle per error
 
     # -- writes ----------------------------------------------------------------------
     async def add_event(

@@ -1,8 +1,9 @@
 """The ``roomstate`` command line: import JSON-lines room histories, read state back, demo.
 
-Exit status: 0 on success, 1 when the store cannot answer (unknown event or room, no
-store at ``--db``, a conflict the resolver refused), 2 for bad input (a bad line, an
-unreadable file, bad arguments), 130 when interrupted.  Errors are one line on stderr.
+Exit status: 0 on success; 1 when the store cannot answer (unknown event or room, no
+store at ``--db``, a conflict the resolver refused while merging the current state);
+2 for bad input (a bad line, a conflict met while importing, an unreadable file, bad
+arguments); 130 when interrupted.  Errors are one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import zlib
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import lmdb
+
 import roomstate
 
 from .errors import ConflictError, RoomStateError
@@ -32,8 +35,6 @@ MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 # cover bad input that reaches past validation (InvalidEventError is a ValueError).
 _EVENT_ERRORS = (RoomStateError, ValueError, TypeError)
 _READ_ERRORS = (OSError, EOFError, zlib.error)
-
-Key = Tuple[str, str]
 
 
 class CommandError(Exception):
@@ -54,9 +55,7 @@ def _hint(exc: BaseException) -> str:
 
 
 class _ReadError(Exception):
-    def __init__(self, lineno: int, exc: BaseException) -> None:
-        super().__init__(f"{lineno}: cannot read: {exc}")
-        self.lineno = lineno
+    """The file could not be read at a line (a truncated gzip stream, an I/O error)."""
 
 
 @contextmanager
@@ -79,7 +78,7 @@ def _numbered(f: IO[bytes]) -> Iterator[Tuple[int, bytes]]:
         for lineno, line in enumerate(f, 1):
             yield lineno, line
     except _READ_ERRORS as exc:
-        raise _ReadError(lineno + 1, exc) from None
+        raise _ReadError(f"{lineno + 1}: cannot read: {exc}") from None
 
 
 def _count_lines(path: str) -> Optional[int]:
@@ -91,6 +90,17 @@ def _count_lines(path: str) -> Optional[int]:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     except OSError:
         return None
+
+
+def _json_error(line: bytes) -> str:
+    """Why a line is not JSON, with the column (the line's own, not the file's)."""
+    try:
+        json.loads(line.rstrip(b"\r\n").decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8: byte {exc.start + 1} is {line[exc.start]:#04x}"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+    return "not valid JSON"  # only if the first parse failed for a reason this one does not see
 
 
 def _json_type(value: Any) -> str:
@@ -134,10 +144,10 @@ class Importer:
                 for lineno, line in _numbered(f):
                     try:
                         ev = loads(line)
-                    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    except ValueError:  # JSONDecodeError, UnicodeDecodeError
                         if not line.strip():
                             continue
-                        self._bad_line(name, lineno, f"not valid JSON: {exc}", linenos, events)
+                        self._bad_line(name, lineno, _json_error(line), linenos, events)
                         continue
                     if type(ev) is not dict:
                         self._bad_line(name, lineno, f"not a JSON object but {_json_type(ev)}", linenos, events)
@@ -221,7 +231,13 @@ def _progress_bar(total: Optional[int], enabled: bool) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="ev", unit_scale=True, desc="import", file=sys.stderr, dynamic_ncols=True)
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        width = 0
+    # A terminal that reports no width (some pseudo-terminals) would get an empty bar.
+    sizing: Dict[str, Any] = {"dynamic_ncols": True} if width > 0 else {"ncols": 80, "nrows": 24}
+    return tqdm(total=total, unit="ev", unit_scale=True, desc="import", file=sys.stderr, **sizing)
 
 
 def _size(n: float) -> str:
@@ -239,20 +255,27 @@ def run_import(
     batch_size: int = DEFAULT_BATCH,
     skip_invalid: bool = False,
     progress: bool = False,
-    out: IO[str] = sys.stdout,
+    out: Optional[IO[str]] = None,
 ) -> Importer:
-    """Import ``paths`` into ``store`` and print the summary line on ``out``."""
+    """Import ``paths`` into ``store`` and print the summary line on ``out`` (stdout)."""
     before = store.stats()["events"]
     total: Optional[int] = None
     if progress:
         counts = [_count_lines(p) for p in paths]
         total = None if None in counts else sum(c for c in counts if c is not None)
     bar = _progress_bar(total, progress)
+
+    def report_skip(message: str) -> None:
+        if bar is not None:
+            bar.write(message, file=sys.stderr)  # above the bar, not through it
+        else:
+            print(message, file=sys.stderr)
+
     importer = Importer(
         store,
         batch_size=batch_size,
         skip_invalid=skip_invalid,
-        on_skip=(lambda message: (bar.write(message, file=sys.stderr) if bar else print(message, file=sys.stderr))),
+        on_skip=report_skip,
         on_progress=bar.update if bar is not None else None,
     )
     start = time.perf_counter()
@@ -277,7 +300,7 @@ def run_import(
         f"imported {importer.events} events ({new} new, {importer.state_events} state events{skipped}) "
         f"in {seconds:.2f} s, {rate:,.0f} events/s; store: {stats['events']} events, "
         f"{stats['snapshots']} snapshots, {_size(stats['file_bytes'])} on disk",
-        file=out,
+        file=out or sys.stdout,
     )
     return importer
 
@@ -285,7 +308,8 @@ def run_import(
 def cmd_import(args: argparse.Namespace) -> int:
     for path in args.files:
         if path != "-" and not os.path.isfile(path):
-            raise CommandError(f"roomstate: cannot read {path}: no such file", EXIT_BAD_INPUT)
+            why = "not a file" if os.path.exists(path) else "no such file"
+            raise CommandError(f"roomstate: cannot read {path}: {why}", EXIT_BAD_INPUT)
     progress = not args.quiet and sys.stderr.isatty()
     with _open_store(args.db, resolver=args.resolver, create=True) as store:
         run_import(store, args.files, batch_size=args.batch, skip_invalid=args.skip_invalid, progress=progress)
@@ -353,29 +377,47 @@ def cmd_members(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Labels for the counts the engine reports, in the order they are shown; keys the engine
+# adds later are shown after these, named after their key.
+_STATS_LABELS = {
+    "events": "events",
+    "state_events": "state events",
+    "rooms": "rooms",
+    "snapshots": "snapshots",
+    "blocks": "blocks",
+    "block_entries": "block entries",
+    "file_bytes": "bytes on disk",
+    "bytes_in_use": "bytes in use",
+    "pages_used_bytes": "bytes in use",
+    "free_bytes": "bytes free",
+    "bytes_per_event": "bytes per event",
+    "bytes_per_state_event": "bytes per state event",
+    "state_bytes": "state bytes",
+    "state_bytes_per_state_event": "state bytes per state event",
+}
+
+
+def _stat_value(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if "bytes" in key and isinstance(value, int) and value >= 1000:
+        return f"{value:,} ({_size(value)})"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def _stats_text(stats: Dict[str, Any]) -> str:
-    rows = [
-        ("events", f"{stats['events']:,}"),
-        ("state events", f"{stats['state_events']:,}"),
-        ("rooms", f"{stats['rooms']:,}"),
-        ("snapshots", f"{stats['snapshots']:,}"),
-        ("blocks", f"{stats['blocks']:,}"),
-        ("block entries", f"{stats['block_entries']:,}"),
-        ("bytes on disk", f"{stats['file_bytes']:,} ({_size(stats['file_bytes'])})"),
-        ("bytes in use", f"{stats['pages_used_bytes']:,}"),
-        ("bytes per event", f"{stats['bytes_per_event']:,.1f}"),
-        ("bytes per state event", f"{stats['bytes_per_state_event']:,.1f}"),
-        ("state bytes", f"{stats['state_bytes']:,} (blocks, snapshots and their hashes)"),
-        ("state bytes per state event", f"{stats['state_bytes_per_state_event']:,.1f}"),
-    ]
+    keys = [k for k in _STATS_LABELS if k in stats]
+    keys += [k for k, v in stats.items() if k not in _STATS_LABELS and not isinstance(v, dict)]
+    rows = [(_STATS_LABELS.get(k, k.replace("_", " ")), _stat_value(k, stats[k])) for k in keys]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
-    tables = stats["tables"]
-    tw = max(len(name) for name in tables)
-    lines.append("")
-    lines.append(f"{'table':<{tw}}  {'entries':>12}  {'bytes':>14}")
-    for name, t in tables.items():
-        lines.append(f"{name:<{tw}}  {t['entries']:>12,}  {t['bytes']:>14,}")
+    tables = stats.get("tables") or {}
+    if tables:
+        tw = max(len(name) for name in tables)
+        lines.append("")
+        lines.append(f"{'table':<{tw}}  {'entries':>12}  {'bytes':>14}")
+        for name, t in tables.items():
+            lines.append(f"{name:<{tw}}  {t.get('entries', 0):>12,}  {t.get('bytes', 0):>14,}")
     return "\n".join(lines)
 
 
@@ -417,7 +459,7 @@ def _timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
 
 
 def _short(event_id: str) -> str:
-    return event_id if len(event_id) <= 14 else event_id[:12] + "…"
+    return event_id if len(event_id) <= 15 else event_id[:12] + "..."
 
 
 def _demo_answers(store: "roomstate.StateStore", rec: _Recorder, n: int) -> None:
@@ -456,15 +498,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rec = _Recorder(workloads.hq(n, seed=args.seed), keep=(n // 2, max(0, n - 1000)))
         _, ms = _timed(lambda: workloads.write_jsonl(rec, jsonl))
         print(f"generated {rec.count:,} events in {ms / 1000:.2f} s: {_size(os.path.getsize(jsonl))} of JSON lines")
-        where = db if args.db else "a temporary directory, deleted at exit"
-        print(f"importing into {where}, resolver newest_event")
+        where = db if args.db else "a temporary directory (deleted at exit)"
+        print(f"importing into {where} with the newest_event resolver")
         with _open_store(db, resolver="newest_event", create=True) as store:
             run_import(store, [jsonl], progress=progress)
             if rec.count:
                 print("answers:")
                 _demo_answers(store, rec, rec.count)
             print("stats:")
-            print("  " + _stats_text(store.stats()).replace("\n", "\n  "))
+            for line in _stats_text(store.stats()).splitlines():
+                print(f"  {line}" if line else "")
     return EXIT_OK
 
 
@@ -575,6 +618,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("roomstate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except lmdb.Error as exc:  # disk full, permissions, a damaged file
+        print(f"roomstate: LMDB: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:
         # The reader went away (`roomstate state ... | head`): not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)

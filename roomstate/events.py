@@ -1,13 +1,11 @@
 """Event input validation, event records, and the per-event flag column."""
-import base64
-import binascii
 import hashlib
 import struct
 from collections.abc import Mapping
 
 import numpy as np
 
-from ._core import pack_uvarints, unpack_uvarints
+from ._core import pack_event_id, pack_uvarints, unpack_event_id, unpack_uvarints
 from .errors import InvalidEventError, RoomStateError
 from .ids import decode, encode
 from .txn import BoundedCache
@@ -57,16 +55,26 @@ def _string(ev, field, event_id, required=True):
 
 def parse(ev):
     """Validate an event mapping; raise :class:`InvalidEventError` naming the field."""
-    if not isinstance(ev, Mapping):
+    if type(ev) is not dict and not isinstance(ev, Mapping):
         raise InvalidEventError("event", f"must be a mapping, got {type(ev).__name__}")
-    event_id = _string(ev, "event_id", None)
+    get = ev.get
+    event_id = get("event_id")
+    if type(event_id) is not str:
+        event_id = _string(ev, "event_id", None)
     if not event_id:
         raise InvalidEventError("event_id", "must not be empty")
-    room_id = _string(ev, "room_id", event_id)
+    room_id = get("room_id")
+    if type(room_id) is not str:
+        room_id = _string(ev, "room_id", event_id)
     if not room_id:
         raise InvalidEventError("room_id", "must not be empty", event_id)
-    type_ = _string(ev, "type", event_id)
-    state_key = _string(ev, "state_key", event_id, required=False)
+    type_ = get("type")
+    if type(type_) is not str:
+        type_ = _string(ev, "type", event_id)
+    state_key = get("state_key")
+    if state_key is not None or "state_key" in ev:
+        if type(state_key) is not str:
+            state_key = _string(ev, "state_key", event_id)
 
     prevs = ev.get("prev_events", [])
     if not isinstance(prevs, (list, tuple)):
@@ -122,20 +130,16 @@ def parse(ev):
 
 
 def _pack_id(event_id):
-    """``(flag, bytes)`` for an event ID: room versions 4+ IDs shrink from 44 to 32 bytes."""
-    if len(event_id) == 44 and event_id[0] == "$":
-        try:
-            raw = base64.urlsafe_b64decode(event_id[1:] + "=")
-        except (ValueError, binascii.Error):
-            raw = None
-        if raw is not None and len(raw) == 32 and base64.urlsafe_b64encode(raw)[:43].decode() == event_id[1:]:
-            return HASH_ID, raw
+    """``(flag, bytes)`` for an event ID: room version 4+ IDs shrink from 44 to 32 bytes."""
+    raw = pack_event_id(event_id)
+    if raw is not None:
+        return HASH_ID, raw
     return 0, encode(event_id)
 
 
 def _unpack_id(flags, raw):
     if flags & HASH_ID:
-        return "$" + base64.urlsafe_b64encode(bytes(raw))[:43].decode()
+        return unpack_event_id(raw)
     return decode(raw)
 
 
@@ -253,6 +257,10 @@ class EventTable:
         nid = self.lookup(tx, event_id)
         if nid:
             return nid
+        return self.assign_new(tx, event_id)
+
+    def assign_new(self, tx, event_id):
+        """A NID for an event ID that :meth:`lookup` has just not found."""
         nid = self.ids.next_nid(tx, b"e")
         raw = encode(event_id)
         key = _hash_key(raw, 8)
@@ -358,11 +366,12 @@ class EventTable:
 
     def set_flags(self, tx, nid, value):
         idx = nid // CHUNK
-        table = tx.pending.get("flags")
-        chunk = table.get(idx) if table is not None else None
+        chunk = tx.table("flags").get(idx)
         if chunk is None:
             chunk = bytearray(self._chunk(tx, idx))
             tx.put("flags", idx, chunk)
+        elif tx.undo is not None:
+            tx.save("flags", idx)
         chunk[nid % CHUNK] = value
 
     def memberships(self, tx, nids, next_event_nid):

@@ -58,7 +58,7 @@ class Components:
 
     __slots__ = ("blocks", "sizes", "links", "deltas", "hops", "weight", "ids")
 
-    def __init__(self, blocks, sizes, links, deltas, hops, weight):
+    def __init__(self, blocks, sizes, links, deltas, hops, weight, ids=None):
         self.blocks = blocks
         self.sizes = sizes
         self.links = links
@@ -66,7 +66,15 @@ class Components:
         self.hops = hops
         self.weight = weight
         # One integer per part, to find the prefix two snapshots share.
-        self.ids = tuple(b * 2 for b in blocks) + tuple(s * 2 + 1 for s in links)
+        if ids is None:
+            ids = tuple(b * 2 for b in blocks) + tuple(s * 2 + 1 for s in links)
+        self.ids = ids
+
+    def link(self, nid, delta, hops, weight):
+        """The parts of a chain link on top of these."""
+        return Components(
+            self.blocks, self.sizes, self.links + (nid,), self.deltas + (delta,), hops, weight, self.ids + (nid * 2 + 1,)
+        )
 
 
 class SnapshotStore:
@@ -111,7 +119,7 @@ class SnapshotStore:
             path.append((cur, delta, hops, weight))
             cur = parent
         for nid, delta, hops, weight in reversed(path):
-            c = Components(c.blocks, c.sizes, c.links + (nid,), c.deltas + (delta,), hops, weight)
+            c = c.link(nid, delta, hops, weight)
             self._remember(tx, nid, c)
         return c
 
@@ -160,8 +168,7 @@ class SnapshotStore:
             record = _core.pack_uvarints((_KIND_CHAIN, hops, weight, parent, len(delta))) + _core.pack_entries(delta)
             nid, new = self._store(tx, record, indexed)
             if new:
-                d = frozen(np.array(delta, dtype=ENTRY_DTYPE, copy=True))
-                tx.put("snap", nid, Components(c.blocks, c.sizes, c.links + (nid,), c.deltas + (d,), hops, weight))
+                tx.put("snap", nid, c.link(nid, frozen(delta.copy()), hops, weight))
             return nid
         merged = _core.overlay(list(c.deltas) + [delta], keep_tombstones=bool(c.blocks))
         blocks, sizes = list(c.blocks), list(c.sizes)

@@ -328,11 +328,11 @@ class StateStore:
                 result = fn(child)
             except BaseException:
                 child.txn.abort()
+                child.rollback()
                 raise
             finally:
                 self._local.tx = outer
             child.txn.commit()
-            child.merge_into_parent()
             return result
         with self._write_lock:
             while True:
@@ -449,16 +449,18 @@ class StateStore:
         p = parse(ev)
         ids, events = self._ids, self._events
         eid = p.event_id
-        enid = ids.lookup(tx, EVENT, eid)
+        enid = events.lookup(tx, eid)
         existing = events.get(tx, enid) if enid else None
-        room = ids.assign(tx, ROOM, p.room_id)
-        type_nid = ids.assign(tx, TYPE, p.type)
-        skey_nid = ids.assign(tx, STATE_KEY, p.state_key) if p.state_key is not None else 0
+        room = ids.to_nid[ROOM].get(p.room_id) or ids.assign(tx, ROOM, p.room_id)
+        type_nid = ids.to_nid[TYPE].get(p.type) or ids.assign(tx, TYPE, p.type)
+        skey_nid = 0
+        if p.state_key is not None:
+            skey_nid = ids.to_nid[STATE_KEY].get(p.state_key) or ids.assign(tx, STATE_KEY, p.state_key)
 
         prev_nids = []
         prev_recs = []
         for pid in p.prev_ids:
-            pnid = ids.lookup(tx, EVENT, pid)
+            pnid = events.lookup(tx, pid)
             prec = events.get(tx, pnid) if pnid else None
             if prec is not None and prec.room != room:
                 raise InvalidEventError("prev_events", f"prev event {pid!r} belongs to another room", eid)
@@ -474,7 +476,7 @@ class StateStore:
             if not existing.outlier or outlier:
                 return  # stored already, with the same fields
         elif not enid:
-            enid = ids.assign(tx, EVENT, eid)
+            enid = events.assign_new(tx, eid)
 
         for i, pid in enumerate(p.prev_ids):
             if prev_recs[i] is None:
@@ -497,21 +499,22 @@ class StateStore:
                         raise MissingEventError(
                             f"the state after prev event {pid!r} of {eid!r} is not known (it is an outlier)", pid
                         )
-                if not prev_recs:
+                if len(prev_recs) == 1:
+                    before = prev_recs[0].after
+                elif not prev_recs:
                     before = EMPTY_SNAPSHOT
                 else:
                     before = self._merge(tx, p.room_id, [r.after for r in prev_recs], resolver, store=True)
             if p.state_key is not None and not p.rejected:
-                delta = np.array([(type_nid, skey_nid, enid)], dtype=_core.ENTRY_DTYPE)
-                after = self._snaps.derive(tx, before, delta)
+                after = self._snaps.derive(tx, before, _core.single(type_nid, skey_nid, enid))
             else:
                 after = before
 
         rec = Record(flags, p.membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
         events.put(tx, enid, rec)
-        old_flags = events.flags(tx, enid)
-        if (old_flags & MEMBERSHIP_MASK) != p.membership:
-            events.set_flags(tx, enid, (old_flags & ~MEMBERSHIP_MASK) | p.membership)
+        own_flags = events.flags(tx, enid)
+        if (own_flags & MEMBERSHIP_MASK) != p.membership:
+            events.set_flags(tx, enid, (own_flags & ~MEMBERSHIP_MASK) | p.membership)
         if existing is None:
             self._count(tx, _COUNT_EVENTS, 1)
             if p.state_key is not None:
@@ -523,7 +526,7 @@ class StateStore:
         ex = self._extremity_nids(tx, room)
         prevset = set(prev_nids)
         new_ex = [e for e in ex if e not in prevset]
-        if not (events.flags(tx, enid) & HAS_CHILD):
+        if not (own_flags & HAS_CHILD):
             new_ex.append(enid)
         tx.put("rooms", room, tuple(new_ex))
         for pnid in prev_nids:

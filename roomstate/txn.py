@@ -1,58 +1,77 @@
-"""Transactions with layered pending caches.
+"""Transactions with pending tables.
 
 Every write runs in one LMDB write transaction (a nested one per call inside a
-batch).  Values that are read often and changed by writes — NID counters, the
-per-event flag column, room extremities — are kept in ``pending`` dicts while
-the transaction runs and written to LMDB once, at the outermost commit.  Caches
-of immutable records (IDs, blocks, snapshots) are filled in ``pending`` too and
-published to the process-wide caches only after the commit, so an aborted
-transaction never leaves a NID it did not commit in a cache.
+batch).  Two kinds of pending table ride along with it:
+
+* **write-through caches** (IDs, event records, snapshot parts, blocks): what
+  this transaction wrote or read, already in LMDB; published to the
+  process-wide caches after the outermost commit, so an aborted transaction
+  never leaves a NID it did not commit in a cache;
+* **dirty tables** (``DIRTY``: NID counters and counts, room extremities, the
+  per-event flag column): values read and changed by almost every event,
+  written to LMDB once, at the outermost commit.
+
+A nested transaction shares its parent's tables.  It keeps an undo log of the
+dirty entries it changes; when it aborts, the log restores them and the
+write-through caches are dropped (they refill from LMDB, which the abort
+rolled back).
 """
+
+DIRTY = frozenset(("meta", "rooms", "flags"))
+_MISSING = object()
 
 
 class Tx:
-    __slots__ = ("txn", "write", "parent", "pending")
+    __slots__ = ("txn", "write", "parent", "pending", "undo")
 
     def __init__(self, txn, write, parent=None):
         self.txn = txn
         self.write = write
         self.parent = parent
-        self.pending = {}
+        self.pending = parent.pending if parent is not None else {}
+        self.undo = {} if parent is not None else None
+
+    def table(self, name):
+        t = self.pending.get(name)
+        if t is None:
+            t = self.pending[name] = {}
+        return t
 
     def get(self, name, key, default=None):
-        """The pending value of ``key`` in table ``name`` along the chain of transactions."""
-        tx = self
-        while tx is not None:
-            table = tx.pending.get(name)
-            if table is not None and key in table:
-                return table[key]
-            tx = tx.parent
-        return default
-
-    def has(self, name, key):
-        tx = self
-        while tx is not None:
-            table = tx.pending.get(name)
-            if table is not None and key in table:
-                return True
-            tx = tx.parent
-        return False
+        t = self.pending.get(name)
+        if t is None:
+            return default
+        return t.get(key, default)
 
     def put(self, name, key, value):
-        table = self.pending.get(name)
-        if table is None:
-            table = self.pending[name] = {}
-        table[key] = value
+        t = self.pending.get(name)
+        if t is None:
+            t = self.pending[name] = {}
+        if self.undo is not None and name in DIRTY:
+            self.save(name, key)
+        t[key] = value
 
-    def merge_into_parent(self):
-        parent = self.parent
-        for name, table in self.pending.items():
-            dest = parent.pending.get(name)
-            if dest is None:
-                parent.pending[name] = table
+    def save(self, name, key):
+        """Before a nested transaction changes a dirty entry: remember its value."""
+        undo = self.undo
+        if undo is None or (name, key) in undo:
+            return
+        old = self.pending.get(name, {}).get(key, _MISSING)
+        undo[(name, key)] = bytes(old) if isinstance(old, bytearray) else old
+
+    def rollback(self):
+        """After a nested transaction aborted: restore the parent's tables."""
+        pending = self.pending
+        for name in list(pending):
+            if name not in DIRTY:
+                del pending[name]
+        for (name, key), old in self.undo.items():
+            t = pending.setdefault(name, {})
+            if old is _MISSING:
+                t.pop(key, None)
             else:
-                dest.update(table)
-        self.pending = {}
+                t[key] = bytearray(old) if isinstance(old, bytes) else old
+        self.undo = {}
 
 
 class BoundedCache(dict):
