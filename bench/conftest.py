@@ -113,11 +113,16 @@ def pytest_report_header(config):
 
 
 def open_design(design: str, path: os.PathLike[str] | str):
-    """A roomstate store (newest_event resolver) or a baseline, at ``path``."""
-    if design == "roomstate":
+    """A roomstate store (newest_event resolver) or a baseline, at ``path``.
+
+    "roomstate-nosync" is roomstate with ``durable=False`` (no fsync at commit), the
+    durability of the baselines' SQLite in WAL mode with ``synchronous=NORMAL``."""
+    if design.startswith("roomstate"):
         import roomstate
 
-        return roomstate.open(path, resolver="newest_event")
+        return roomstate.open(
+            path, resolver="newest_event", durable=design != "roomstate-nosync"
+        )
     import baselines
 
     return getattr(baselines, DESIGNS[design])(path)
@@ -125,17 +130,23 @@ def open_design(design: str, path: os.PathLike[str] | str):
 
 def size_figures(design: str, store) -> dict:
     """Bytes on disk of a store just written: in total, and of its state structures."""
-    if design == "roomstate":
+    if design.startswith("roomstate"):
         stats = store.stats()
+        # pages of every table plus the meta pages; "pages_used_bytes" before 0e8ef56
+        in_use = stats["bytes_in_use"] if "bytes_in_use" in stats else stats["pages_used_bytes"]
         return {
             "events": stats["events"],
             "state_events": stats["state_events"],
-            "disk_bytes": stats["pages_used_bytes"],
+            "disk_bytes": in_use,
             "state_bytes": stats["state_bytes"],
+            "file_bytes": stats["file_bytes"],
+            "free_bytes": stats.get("free_bytes", 0),
             "tables": {name: t["bytes"] for name, t in stats["tables"].items()},
         }
+    disk = store.disk_bytes()
     return {
-        "disk_bytes": store.disk_bytes(),
+        "disk_bytes": disk,
+        "file_bytes": disk,
         "state_bytes": store.state_bytes(),
         "tables": store.table_bytes(),
     }
@@ -153,6 +164,19 @@ class Built:
 
     def open(self):
         return open_design(self.design, self.path)
+
+
+# argv: report file, then the command. Runs the command, then writes its wall time and
+# peak RSS (KiB, Linux) to the report file; exits with the command's status.
+_LAUNCHER = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    report.write(f"{seconds} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+sys.exit(code)
+"""
 
 
 @dataclass
@@ -179,7 +203,7 @@ class Bench:
     size_figures = staticmethod(size_figures)
 
     def skip_baseline(self, design: str, n: int) -> None:
-        if design != "roomstate" and n > self.settings.baseline_max:
+        if not design.startswith("roomstate") and n > self.settings.baseline_max:
             pytest.skip(f"{design} above ROOMSTATE_BENCH_BASELINE_MAX={self.settings.baseline_max}")
 
     # -- histories -----------------------------------------------------------------------
@@ -251,24 +275,30 @@ class Bench:
         return random.Random(seed).sample(population, min(k, len(population)))
 
     def run_child(self, argv: list[str]) -> ChildRun:
-        """Run a command to completion: wall time and the peak RSS of that one child
-        (``os.wait4`` gives its own rusage; RUSAGE_CHILDREN would be the maximum over
-        every child reaped so far)."""
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            start = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=out, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-            seconds = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"{argv} exited with {proc.returncode}\n"
-                f"stdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-4000:]}"
-            )
-        return ChildRun(seconds, usage.ru_maxrss * 1024, stdout, stderr)  # ru_maxrss: KiB
+        """Run a command to completion: its wall time and its own peak RSS.
+
+        The command runs under a small Python launcher that reads RUSAGE_CHILDREN after
+        it exits. Measuring the child of this process directly would report at least
+        this process's own peak: subprocess starts children with vfork, and Linux
+        carries the RSS high-water mark of the address space exec replaces into
+        ``ru_maxrss``.
+        """
+        with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
+            report = Path(tmp) / "usage"
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            with out.open("w") as fout, err.open("w") as ferr:
+                code = subprocess.call(
+                    [sys.executable, "-c", _LAUNCHER, str(report), *argv],
+                    stdout=fout, stderr=ferr,
+                )
+            stdout, stderr = out.read_text(), err.read_text()
+            if code != 0:
+                raise AssertionError(
+                    f"{argv} exited with {code}\n"
+                    f"stdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-4000:]}"
+                )
+            seconds, max_rss_kib = report.read_text().split()
+        return ChildRun(float(seconds), int(max_rss_kib) * 1024, stdout, stderr)
 
     @staticmethod
     def cli() -> list[str] | None:

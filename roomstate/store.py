@@ -30,7 +30,7 @@ from .events import (
     parse,
 )
 from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, IdMaps
-from .resolvers import BUILTIN, ResolverContext, raise_on_conflict
+from .resolvers import BUILTIN, ResolverContext, newest_event, raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT, SNAPSHOT_KIND, SnapshotStore
 from .blocks import BLOCK_KIND
 from .statemap import StateDiff, StateMap
@@ -617,7 +617,9 @@ class StateStore:
         agree = (vals == first[:, None]).all(axis=1)
         result = np.where(agree, first, 0).astype(np.uint64)
         conflicted_rows = np.flatnonzero(~agree)
-        if len(conflicted_rows):
+        if len(conflicted_rows) and resolver is newest_event:
+            self._resolve_newest(tx, vals, conflicted_rows, result)
+        elif len(conflicted_rows):
             keys, vals, result = self._resolve(
                 tx, room_id, snaps, prefix, keys, vals, agree, result, conflicted_rows, resolver
             )
@@ -635,6 +637,18 @@ class StateStore:
         delta = keys[mask].copy()
         delta["event"] = result[mask]
         return S.derive(tx, snaps[j], delta, indexed=True)
+
+    def _resolve_newest(self, tx, vals, rows, result):
+        """``newest_event`` on NIDs: no strings unless two candidates share a depth."""
+        get = self._events.get
+        for i in rows.tolist():
+            cands = {e for e in vals[i].tolist() if e}
+            best = max(cands, key=lambda e: get(tx, e).depth)
+            depth = get(tx, best).depth
+            tied = [e for e in cands if get(tx, e).depth == depth]
+            if len(tied) > 1:
+                best = max(tied, key=lambda e: self._events.event_id(tx, e))
+            result[i] = best
 
     def _resolve(self, tx, room_id, snaps, prefix, keys, vals, agree, result, rows, resolver):
         ids = self._ids

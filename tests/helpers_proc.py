@@ -7,14 +7,14 @@ before it kills the child.
 Modes:
 
 * ``import PATH N SEED BATCH DURABLE [MAP_SIZE]`` — import ``workloads.hq(N, seed)``
-  with ``add_events`` in batches; prints ``open``, then ``committed K`` after each
+  (room :func:`hq_room`) with ``add_events`` in batches; prints ``open``, then ``committed K`` after each
   commit (K = events of the history stored so far), then ``done``.
 * ``batches PATH FIRST COUNT SIZE`` — append marker batches (see :func:`batch_events`).
 * ``reader PATH STOPFILE MAP_SIZE`` — open ``readonly=True`` and check the batch
   invariant until STOPFILE exists; prints a JSON summary.
 * ``hold PATH SECONDS`` — hold a write transaction open (a batch) for SECONDS.
-* ``fsize PATH LIMIT`` — import under ``RLIMIT_FSIZE=LIMIT`` (a full disk) and
-  report the error; prints JSON.
+* ``fill PATH LIMIT FILLER`` — import until the disk is full (``RLIMIT_FSIZE=LIMIT``
+  or a small filesystem) and report the error and what works after; prints JSON.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def create_event() -> Dict[str, Any]:
     return {"event_id": BATCH_CREATE, "room_id": BATCH_ROOM, "type": "m.room.create", "state_key": ""}
 
 
-def check_batches(state: Dict[Tuple[str, str], str], extremities: List[str], size: int) -> int:
-    """Raise AssertionError unless the state holds whole batches 0..m-1; returns m."""
+def check_batches(state: Dict[Tuple[str, str], str], size: int) -> int:
+    """Raise AssertionError unless ``state`` holds exactly whole batches 0..m-1; returns m."""
     markers = sorted(int(k) for (t, k) in state if t == "x.marker")
     m = len(markers)
     assert markers == list(range(m)), f"markers not contiguous: {markers[:5]}..{markers[-5:]}"
@@ -67,17 +67,18 @@ def check_batches(state: Dict[Tuple[str, str], str], extremities: List[str], siz
     expected = {f"@b{n}u{j}:test" for n in range(m) for j in range(size)}
     assert members == expected, f"partial batch visible: {len(members)} members for {m} whole batches"
     assert state.get(("m.room.create", "")) == BATCH_CREATE
-    if extremities:
-        assert len(extremities) == 1, extremities
-        assert extremities[0] in (BATCH_CREATE, f"$b{m - 1}x") or extremities[0].endswith("x"), extremities
     return m
+
+
+def hq_room(seed: int) -> str:
+    return f"!hq{seed}:crash.test"
 
 
 def _import(path: str, n: int, seed: int, batch: int, durable: bool, map_size: int | None) -> None:
     import roomstate
     from roomstate import workloads
 
-    events = list(workloads.hq(n, seed=seed))
+    events = list(workloads.hq(n, seed=seed, room_id=hq_room(seed)))
     with roomstate.open(path, resolver="newest_event", durable=durable, map_size=map_size) as store:
         print("open", flush=True)
         for i in range(0, n, batch):
@@ -115,7 +116,7 @@ def _reader(path: str, stopfile: str, map_size: int | None, size: int) -> None:
                     continue
                 state = store.current_state(BATCH_ROOM).to_dict()
                 ex = store.forward_extremities(BATCH_ROOM)
-                m = check_batches(state, [], size)
+                m = check_batches(state, size)
                 assert m >= last, f"went back from {m} to {last} batches"
                 last = m
                 assert len(ex) == 1 and (ex[0] == BATCH_CREATE or ex[0].endswith("x")), ex
@@ -123,7 +124,7 @@ def _reader(path: str, stopfile: str, map_size: int | None, size: int) -> None:
                     # The state after a committed marker holds its whole batch.
                     mk = f"$b{m - 1}x"
                     after = store.state_after(mk).to_dict()
-                    check_batches(after, [], size)
+                    check_batches(after, size)
                 seen_batches.add(m)
                 checks += 1
             except AssertionError as exc:
@@ -146,7 +147,14 @@ def _hold(path: str, seconds: float) -> None:
         print("released", flush=True)
 
 
-def _fsize(path: str, limit: int) -> None:
+def _fill(path: str, limit: int, filler: str) -> None:
+    """Import until the disk is full, then check the store: it reads, it reopens,
+    and it writes again once there is room.
+
+    ``limit`` > 0 sets RLIMIT_FSIZE (a file-size cap: writes past it fail);
+    otherwise the filesystem itself must be small, and ``filler`` (a file
+    written first) is deleted to make room afterwards.
+    """
     import resource
     import signal
 
@@ -154,10 +162,15 @@ def _fsize(path: str, limit: int) -> None:
     from roomstate import workloads
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of a signal
-    events = list(workloads.hq(20000, seed=7))
+    events = list(workloads.hq(30000, seed=7))
     out: Dict[str, Any] = {"committed": 0}
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    if filler != "-":
+        with open(filler, "wb") as f:
+            f.write(bytes(1 << 20))
     with roomstate.open(path, resolver="newest_event") as store:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        if limit > 0:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
         try:
             for i in range(0, len(events), 500):
                 store.add_events(events[i : i + 500])
@@ -165,17 +178,21 @@ def _fsize(path: str, limit: int) -> None:
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             out["error_type"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
             out["error"] = str(exc)
-            out["mro"] = [c.__name__ for c in type(exc).__mro__]
-        # The store must still read after the failed write.
-        out["reads_after"] = store.stats()["events"]
-        if out["committed"]:
-            out["state_after_ok"] = len(store.state_after(events[out["committed"] - 1]["event_id"])) > 0
-        # and still write, once there is room again
-        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            out["is_roomstate_error"] = isinstance(exc, roomstate.RoomStateError)
+        c = out["committed"]
+        out["events_after_error"] = store.stats()["events"]
+        out["reads_after_error"] = c > 0 and store.state_after(events[c - 1]["event_id"]) is not None
+    with roomstate.open(path, resolver="newest_event") as store:
+        out["events_after_reopen"] = store.stats()["events"]
+        out["state_after_reopen"] = c > 0 and len(store.state_after(events[c - 1]["event_id"])) > 0
+        if limit > 0:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        if filler != "-":
+            os.unlink(filler)
         try:
-            c = out["committed"]
             store.add_events(events[c : c + 500])
             out["write_after"] = True
+            out["events_at_end"] = store.stats()["events"]
         except Exception as exc:  # noqa: BLE001
             out["write_after"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(out), flush=True)
@@ -193,8 +210,8 @@ def main(argv: List[str]) -> None:
         _reader(args[0], args[1], int(args[2]) or None, int(args[3]))
     elif mode == "hold":
         _hold(args[0], float(args[1]))
-    elif mode == "fsize":
-        _fsize(args[0], int(args[1]))
+    elif mode == "fill":
+        _fill(args[0], int(args[1]), args[2])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -315,16 +315,19 @@ def test_skip_invalid(tmp_path):
                                   "type": "m.room.message", "prev_events": ["$ghost"]}))
     lines.insert(399, "")  # blank lines are not events, nor errors
     path = write_lines(tmp_path / "room.jsonl", lines)
+    with path.open("ab") as f:
+        f.write(b'{"event_id": "\xff"}\n')  # not UTF-8
     db = tmp_path / "store"
     proc = run("import", path, "--db", db, "--resolver", "newest_event", "--skip-invalid", "--batch", "64")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     reported = proc.stderr.splitlines()
-    assert len(reported) == 2
-    assert reported[0].startswith(f"{path}:10: not valid JSON")
-    assert reported[1].startswith(f"{path}:300: prev event '$ghost'")
-    assert all(line.endswith("(skipped)") for line in reported)
-    assert "500 events (500 new, " in proc.stdout and ", 2 invalid lines skipped)" in proc.stdout
+    assert reported == [
+        f"{path}:10: not valid JSON: Expecting value at column 1 (skipped)",
+        f"{path}:300: prev event '$ghost' of '$orphan' is not stored (skipped)",
+        f"{path}:504: not UTF-8: byte 15 is 0xff (skipped)",
+    ]
+    assert "500 events (500 new, " in proc.stdout and ", 3 invalid lines skipped)" in proc.stdout
     assert stats_of(db)["events"] == 500
 
 
@@ -395,10 +398,14 @@ def test_kill_9_in_the_middle_then_rerun(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_bar_only_on_a_terminal(tmp_path, hq_file):
+    import fcntl
     import pty
+    import struct
+    import termios
 
     def stderr_on_a_tty(*extra):
         leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         proc = subprocess.Popen(
             [sys.executable, "-m", "roomstate", "import", str(hq_file), "--db", str(tmp_path / "s"),
              "--resolver", "newest_event", *extra],
