@@ -11,6 +11,7 @@ import struct
 import numpy as np
 
 from ._core import ENTRY_DTYPE
+from .errors import RoomStateError
 from .txn import BoundedCache
 
 _U64 = struct.Struct(">Q")
@@ -46,7 +47,8 @@ class BlockStore:
         if hit is not None:
             return _U64.unpack(hit)[0]
         nid = self.ids.next_nid(tx, BLOCK_KIND)
-        tx.txn.put(_U64.pack(nid), raw, db=self.blocks_db)
+        if not tx.txn.put(_U64.pack(nid), raw, db=self.blocks_db, append=True):  # NIDs only grow
+            raise RoomStateError(f"block NID {nid} is not above the stored ones: the store is damaged")
         tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
         tx.put("block", nid, frozen(entries.copy()))
         return nid

@@ -232,9 +232,11 @@ class EventTable:
         self.to_nid = BoundedCache(2_000_000)
         self.to_str = BoundedCache(2_000_000)
         self.full_chunks = {}
+        self.free_key = None
 
     # -- event IDs ---------------------------------------------------------
     def lookup(self, tx, event_id):
+        """The NID of an event ID, or 0 when it has none."""
         nid = self.to_nid.get(event_id)
         if nid is not None:
             return nid
@@ -244,14 +246,16 @@ class EventTable:
                 return nid
         raw = encode(event_id)
         for size in (8, 16):
-            val = tx.txn.get(_hash_key(raw, size), db=self.ids_db)
+            key = _hash_key(raw, size)
+            val = tx.txn.get(key, db=self.ids_db)
             if val is None:
+                self.free_key = (event_id, key)  # where assign_new may put it
                 return 0
             nid = unpack_uvarints(val, 1)[0][0]
             if self.event_id(tx, nid) == event_id:
                 self._remember(tx, event_id, nid)
                 return nid
-        return 0
+        raise RoomStateError(f"two event IDs share a 16-byte digest with {event_id!r}")
 
     def assign(self, tx, event_id):
         nid = self.lookup(tx, event_id)
@@ -261,19 +265,22 @@ class EventTable:
 
     def assign_new(self, tx, event_id):
         """A NID for an event ID that :meth:`lookup` has just not found."""
+        free, self.free_key = self.free_key, None
+        if free is not None and free[0] == event_id:
+            key = free[1]
+        else:
+            raw = encode(event_id)
+            key = _hash_key(raw, 8)
+            if tx.txn.get(key, db=self.ids_db) is not None:
+                key = _hash_key(raw, 16)
         nid = self.ids.next_nid(tx, b"e")
-        raw = encode(event_id)
-        key = _hash_key(raw, 8)
-        if tx.txn.get(key, db=self.ids_db) is not None:
-            key = _hash_key(raw, 16)
-        tx.txn.put(key, pack_uvarints([nid]), db=self.ids_db)
+        tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db)
         self._remember(tx, event_id, nid)
         return nid
 
     def _remember(self, tx, event_id, nid):
         if tx.write:
             tx.put("enid", event_id, nid)
-            tx.put("estr", nid, event_id)
         else:
             self.to_nid[event_id] = nid
             self.to_str[nid] = event_id
@@ -283,9 +290,9 @@ class EventTable:
         if s is not None:
             return s
         if tx.write:
-            s = tx.get("estr", nid)
-            if s is not None:
-                return s
+            rec = tx.get("event", nid)
+            if rec is not None:
+                return rec.event_id
         raw = tx.txn.get(_U64.pack(nid), db=self.db)
         if raw is None:
             raise RoomStateError(f"no record for event NID {nid}: the store is damaged")
@@ -329,8 +336,9 @@ class EventTable:
                     self.cache.publish({})
         return rec
 
-    def put(self, tx, nid, rec):
-        tx.txn.put(_U64.pack(nid), rec.pack(nid), db=self.db)
+    def put(self, tx, nid, rec, append=False):
+        if not tx.txn.put(_U64.pack(nid), rec.pack(nid), db=self.db, append=append):
+            raise RoomStateError(f"event NID {nid} is not above the stored ones: the store is damaged")
         tx.put("event", nid, rec)
 
     def put_placeholder(self, tx, nid, event_id):
@@ -344,9 +352,8 @@ class EventTable:
         fwd = pending.get("enid")
         if fwd:
             self.to_nid.publish(fwd)
-        rev = pending.get("estr")
-        if rev:
-            self.to_str.publish(rev)
+        if new:
+            self.to_str.publish({k: r.event_id for k, r in new.items()})
 
     # -- flag column -------------------------------------------------------
     def _chunk(self, tx, idx):

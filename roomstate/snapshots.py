@@ -28,6 +28,7 @@ import numpy as np
 from . import _core
 from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
+from .errors import RoomStateError
 from .txn import BoundedCache
 
 SNAPSHOT_KIND = b"s"
@@ -146,7 +147,8 @@ class SnapshotStore:
             if hit is not None:
                 return _U64.unpack(hit)[0], False
         nid = self.ids.next_nid(tx, SNAPSHOT_KIND)
-        tx.txn.put(_U64.pack(nid), record, db=self.db)
+        if not tx.txn.put(_U64.pack(nid), record, db=self.db, append=True):  # NIDs only grow
+            raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
         if digest is not None:
             tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
         return nid, True

@@ -354,6 +354,10 @@ class StateStore:
                 return result
 
     def _flush(self, tx):
+        counts = tx.pending.get("counts")
+        if counts:
+            for key, n in counts.items():
+                self._count(tx, key, n)
         meta = tx.pending.get("meta")
         if meta:
             for key, value in meta.items():
@@ -382,6 +386,8 @@ class StateStore:
         if cur is None:
             raw = tx.txn.get(key, db=self._db["meta"])
             cur = _U64.unpack(raw)[0] if raw is not None else 0
+        if tx.write:
+            cur += tx.get("counts", key, 0)
         return cur
 
     # -- writes ----------------------------------------------------------------
@@ -450,6 +456,7 @@ class StateStore:
         ids, events = self._ids, self._events
         eid = p.event_id
         enid = events.lookup(tx, eid)
+        known_nid = enid != 0
         existing = events.get(tx, enid) if enid else None
         room = ids.to_nid[ROOM].get(p.room_id) or ids.assign(tx, ROOM, p.room_id)
         type_nid = ids.to_nid[TYPE].get(p.type) or ids.assign(tx, TYPE, p.type)
@@ -477,14 +484,16 @@ class StateStore:
                 return  # stored already, with the same fields
         elif not enid:
             enid = events.assign_new(tx, eid)
+        newest = enid  # a NID above every stored record: its record can be appended
 
         for i, pid in enumerate(p.prev_ids):
             if prev_recs[i] is None:
                 if not (outlier or given is not None):
                     raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
                 if not prev_nids[i]:
-                    prev_nids[i] = ids.assign(tx, EVENT, pid)
+                    prev_nids[i] = events.assign_new(tx, pid)
                     events.put_placeholder(tx, prev_nids[i], pid)
+                    newest = 0
 
         if outlier:
             before = after = 0
@@ -511,14 +520,15 @@ class StateStore:
                 after = before
 
         rec = Record(flags, p.membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
-        events.put(tx, enid, rec)
-        own_flags = events.flags(tx, enid)
+        events.put(tx, enid, rec, append=not known_nid and newest == enid)
+        # A brand-new NID has no flags yet; one that named a prev may have HAS_CHILD.
+        own_flags = events.flags(tx, enid) if known_nid else 0
         if (own_flags & MEMBERSHIP_MASK) != p.membership:
             events.set_flags(tx, enid, (own_flags & ~MEMBERSHIP_MASK) | p.membership)
         if existing is None:
-            self._count(tx, _COUNT_EVENTS, 1)
+            tx.put("counts", _COUNT_EVENTS, tx.get("counts", _COUNT_EVENTS, 0) + 1)
             if p.state_key is not None:
-                self._count(tx, _COUNT_STATE, 1)
+                tx.put("counts", _COUNT_STATE, tx.get("counts", _COUNT_STATE, 0) + 1)
         if outlier:
             return
         # Forward extremities: the new event replaces its prevs, unless a

@@ -17,7 +17,7 @@ write-through caches are dropped (they refill from LMDB, which the abort
 rolled back).
 """
 
-DIRTY = frozenset(("meta", "rooms", "flags"))
+DIRTY = frozenset(("meta", "rooms", "flags", "counts"))
 _MISSING = object()
 
 
