@@ -20,6 +20,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
 import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
 
 ENTRY_DTYPE = np.dtype([("type", "<u4"), ("state_key", "<u4"), ("event", "<u8")])
 
@@ -232,22 +235,36 @@ cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tomb
 
 
 cdef Layer* _layers(list arrays, list views) except NULL:
-    """Fill a C array of layers from entry arrays; ``views`` keeps buffers alive."""
+    """Fill a C array of layers from entry arrays.
+
+    Many small layers are the common case (a snapshot's blocks and deltas), so
+    this reads each array's data pointer directly instead of acquiring a typed
+    memoryview per layer; ``views`` keeps converted copies alive.
+    """
     cdef Py_ssize_t k = len(arrays), i
     cdef Layer* layers = <Layer*>malloc((k + 1) * sizeof(Layer))
-    cdef const Entry[::1] v
+    cdef cnp.ndarray arr
     if layers == NULL:
         raise MemoryError()
-    for i in range(k):
-        try:
-            v = _view(arrays[i])
-        except BaseException:
-            free(layers)
-            raise
-        views.append(v)
-        layers[i].data = &v[0]
-        layers[i].n = len(arrays[i])
-        layers[i].pos = 0
+    try:
+        for i in range(k):
+            obj = arrays[i]
+            if not isinstance(obj, np.ndarray):
+                raise TypeError(f"expected a numpy array of ENTRY_DTYPE, got {type(obj).__name__}")
+            arr = <cnp.ndarray>obj
+            if arr.dtype is not ENTRY_DTYPE and arr.dtype != ENTRY_DTYPE:
+                raise TypeError(f"expected dtype {ENTRY_DTYPE}, got {arr.dtype}")
+            if cnp.PyArray_NDIM(arr) != 1:
+                raise ValueError(f"expected a 1-d entry array, got {cnp.PyArray_NDIM(arr)} dimensions")
+            if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+                arr = np.ascontiguousarray(arr)
+                views.append(arr)
+            layers[i].data = <const Entry*>cnp.PyArray_DATA(arr)
+            layers[i].n = cnp.PyArray_DIM(arr, 0)
+            layers[i].pos = 0
+    except BaseException:
+        free(layers)
+        raise
     return layers
 
 

@@ -4,22 +4,24 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from .ids import EVENT, STATE_KEY, TYPE
+from .ids import EVENT
 
 
 class StateMap(Mapping):
     """A read-only ``Mapping[(type, state_key), event_id]``.
 
     ``entries`` is the numpy structured array of ``(type, state_key, event)``
-    NIDs sorted by key; strings are looked up only for what is read.
+    NIDs sorted by key; strings are looked up only for what is read — one key
+    by binary search, or the whole map at once (in bulk) when it is iterated.
     """
 
-    __slots__ = ("_store", "_entries", "_loader")
+    __slots__ = ("_store", "_entries", "_loader", "_dict")
 
     def __init__(self, store, entries=None, loader=None):
         self._store = store
         self._entries = entries
         self._loader = loader
+        self._dict = None
 
     @property
     def entries(self):
@@ -43,42 +45,51 @@ class StateMap(Mapping):
         return _core.find(self.entries, tnid, knid)
 
     def __getitem__(self, key):
+        if self._dict is not None:
+            return self._dict[key]
         i = self._index(key)
         if i < 0:
             raise KeyError(key)
         return self._store._names(EVENT, [int(self.entries[i]["event"])])[0]
 
     def __contains__(self, key):
+        if self._dict is not None:
+            return key in self._dict
         return self._index(key) >= 0
 
-    def keys_list(self):
-        e = self.entries
-        types = self._store._names(TYPE, e["type"])
-        skeys = self._store._names(STATE_KEY, e["state_key"])
-        return list(zip(types, skeys))
+    def _strings(self):
+        """Every entry as strings, looked up in bulk once."""
+        if self._dict is None:
+            e = self.entries
+            types, skeys, events = self._store._names_of_entries(e)
+            self._dict = dict(zip(zip(types, skeys), events))
+        return self._dict
+
+    def __iter__(self):
+        return iter(self._strings())
+
+    def keys(self):
+        return self._strings().keys()
+
+    def items(self):
+        return self._strings().items()
+
+    def values(self):
+        return self._strings().values()
 
     def event_ids(self):
         """Event IDs of every entry, in key order."""
-        return self._store._names(EVENT, self.entries["event"])
-
-    def __iter__(self):
-        return iter(self.keys_list())
-
-    def items(self):
-        return list(zip(self.keys_list(), self.event_ids()))
-
-    def values(self):
-        return self.event_ids()
+        return list(self._strings().values())
 
     def to_dict(self):
-        return dict(self.items())
+        return dict(self._strings())
 
     def __eq__(self, other):
         if isinstance(other, StateMap) and other._store is self._store:
             a, b = self.entries, other.entries
             return len(a) == len(b) and bool(np.array_equal(a, b))
         if isinstance(other, Mapping):
-            return self.to_dict() == dict(other.items())
+            return self._strings() == dict(other.items())
         return NotImplemented
 
     __hash__ = None

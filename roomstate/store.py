@@ -34,7 +34,7 @@ from .resolvers import BUILTIN, ResolverContext, newest_event, raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT, SNAPSHOT_KIND, SnapshotStore
 from .blocks import BLOCK_KIND
 from .statemap import StateDiff, StateMap
-from .txn import Tx
+from .txn import ReadTx, Tx
 
 FORMAT_VERSION = 1
 DEFAULT_MAP_SIZE = 1 << 30
@@ -107,6 +107,30 @@ class _Gate:
             finally:
                 self._resizing = False
                 self._cv.notify_all()
+
+
+class _Reading:
+    __slots__ = ("store", "tx", "own")
+
+    def __init__(self, store):
+        self.store = store
+
+    def __enter__(self):
+        store = self.store
+        tx = getattr(store._local, "tx", None)
+        if tx is not None:
+            self.own = False
+            self.tx = tx
+            return tx
+        if store._closed:
+            raise RoomStateError("the store is closed")
+        self.own = True
+        self.tx = ReadTx(store._begin_read, store._gate.leave)
+        return self.tx
+
+    def __exit__(self, *exc):
+        if self.own:
+            self.tx.close()
 
 
 class _SharedEnv:
@@ -266,29 +290,28 @@ class StateStore:
             raise RoomStateError("the store is closed")
 
     # -- transactions ----------------------------------------------------------
-    @contextmanager
     def _reading(self):
-        tx = getattr(self._local, "tx", None)
-        if tx is not None:
-            yield tx
-            return
+        """A context giving the thread's write transaction, or a lazy read transaction."""
+        return _Reading(self)
+
+    def _begin_read(self):
         self._check_open()
         self._gate.enter()
         try:
-            try:
-                txn = self.env.begin(buffers=True)
-            except lmdb.MapResizedError:
-                # Another process grew the map; adopt its size.
-                self._gate.leave()
-                self._gate.resize(lambda: self.env.set_mapsize(0))
-                self._gate.enter()
-                txn = self.env.begin(buffers=True)
-            try:
-                yield Tx(txn, False)
-            finally:
-                txn.abort()
-        finally:
+            return self.env.begin(buffers=True)
+        except lmdb.MapResizedError:
+            # Another process grew the map; adopt its size.
             self._gate.leave()
+            self._gate.resize(lambda: self.env.set_mapsize(0))
+            self._gate.enter()
+            try:
+                return self.env.begin(buffers=True)
+            except BaseException:
+                self._gate.leave()
+                raise
+        except BaseException:
+            self._gate.leave()
+            raise
 
     def _grow(self):
         size = self.env.info()["map_size"] * 2
@@ -908,6 +931,15 @@ class StateStore:
         return total
 
     # for StateMap: strings of NIDs, outside or inside a transaction
+    def _names_of_entries(self, entries):
+        with self._reading() as tx:
+            names = self._ids.names
+            return (
+                names(tx, TYPE, entries["type"]),
+                names(tx, STATE_KEY, entries["state_key"]),
+                names(tx, EVENT, entries["event"]),
+            )
+
     def _names(self, kind, nids):
         with self._reading() as tx:
             return self._ids.names(tx, kind, nids)

@@ -87,3 +87,38 @@ class BoundedCache(dict):
             drop = len(self) - self.limit // 2
             for key in list(self.keys())[:drop]:
                 del self[key]
+
+
+class ReadTx:
+    """A read transaction begun only when a read misses every cache.
+
+    Cached records are committed and immutable, so answering from them and
+    from a transaction begun later is as consistent as one transaction.
+    """
+
+    __slots__ = ("_begin", "_end", "_txn")
+    write = False
+    parent = None
+    undo = None
+    pending = {}
+
+    def __init__(self, begin, end):
+        self._begin = begin
+        self._end = end
+        self._txn = None
+
+    @property
+    def txn(self):
+        txn = self._txn
+        if txn is None:
+            txn = self._txn = self._begin()
+        return txn
+
+    def get(self, name, key, default=None):
+        return default
+
+    def close(self):
+        if self._txn is not None:
+            txn, self._txn = self._txn, None
+            txn.abort()
+            self._end()
