@@ -1,0 +1,44 @@
+from ._core import ENTRY_DTYPE as ENTRY_DTYPE
+from .blocks import empty_entries as empty_entries, frozen as frozen
+from .errors import RoomStateError as RoomStateError
+from .txn import BoundedCache as BoundedCache
+from _typeshed import Incomplete
+
+SNAPSHOT_KIND: bytes
+EMPTY_SNAPSHOT: int
+MAX_HOPS: int
+MAX_WEIGHT: int
+FANOUT: int
+TIER_BASE: int
+MAX_BLOCKS: int
+MISSING: Incomplete
+
+def tier(size): ...
+
+class Components:
+    blocks: Incomplete
+    sizes: Incomplete
+    links: Incomplete
+    deltas: Incomplete
+    hops: Incomplete
+    weight: Incomplete
+    ids: Incomplete
+    def __init__(self, blocks, sizes, links, deltas, hops, weight, ids=None) -> None: ...
+    def link(self, nid, delta, hops, weight): ...
+
+class SnapshotStore:
+    db: Incomplete
+    hashes_db: Incomplete
+    blocks: Incomplete
+    ids: Incomplete
+    cache: Incomplete
+    state_cache: Incomplete
+    def __init__(self, snapshots_db, hashes_db, blocks, ids, cache_items: int = 200000, state_cache_items: int = 32) -> None: ...
+    def components(self, tx, snap): ...
+    def layers(self, tx, c, start: int = 0): ...
+    def create_empty(self, tx): ...
+    def derive(self, tx, parent, delta, indexed: bool = False): ...
+    def state(self, tx, snap): ...
+    def get(self, tx, snap, type_nid, state_key_nid): ...
+    def aligned(self, tx, snaps): ...
+    def publish(self, pending) -> None: ...
