@@ -718,3 +718,61 @@ def single(uint32_t type_nid, uint32_t state_key_nid, uint64_t event_nid):
     o[0].state_key = state_key_nid
     o[0].event = event_nid
     return out
+
+
+# ---------------------------------------------------------------------------
+# event records (see roomstate.events.Record)
+
+cdef inline uint64_t _zigzag(int64_t v) noexcept nogil:
+    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
+
+
+cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
+    return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)
+
+
+def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
+                uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
+                bytes tail):
+    """Varints: flags, membership, room, type, state key, depth, before, after
+    (0 = same as before, else 1 + zigzag(after - before)), the prev count and
+    each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes)."""
+    cdef Py_ssize_t n = len(prevs), i, pos = 0, nt = len(tail)
+    cdef bytearray out = bytearray(10 * (9 + n) + nt)
+    cdef unsigned char* p = out
+    pos += _put_varint(p + pos, flags)
+    pos += _put_varint(p + pos, membership)
+    pos += _put_varint(p + pos, room)
+    pos += _put_varint(p + pos, type_nid)
+    pos += _put_varint(p + pos, state_key_nid)
+    pos += _put_varint(p + pos, depth)
+    pos += _put_varint(p + pos, before)
+    pos += _put_varint(p + pos, 0 if after == before else 1 + _zigzag(<int64_t>(after - before)))
+    pos += _put_varint(p + pos, <uint64_t>n)
+    for i in range(n):
+        pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
+    memcpy(p + pos, <const char*>tail, nt)
+    pos += nt
+    del out[pos:]
+    return bytes(out)
+
+
+def unpack_record(const unsigned char[::1] raw, uint64_t nid):
+    """``(flags, membership, room, type, state_key, depth, before, after, prevs, tail_offset)``."""
+    cdef Py_ssize_t n = raw.shape[0], pos = 0, i
+    cdef uint64_t v[9]
+    cdef uint64_t z
+    if n == 0:
+        raise ValueError("empty event record")
+    for i in range(9):
+        pos = _get_varint(&raw[0], n, pos, &v[i])
+        if pos < 0:
+            raise ValueError("truncated event record")
+    cdef uint64_t after = v[6] if v[7] == 0 else v[6] + <uint64_t>_unzigzag(v[7] - 1)
+    cdef list prevs = []
+    for i in range(<Py_ssize_t>v[8]):
+        pos = _get_varint(&raw[0], n, pos, &z)
+        if pos < 0:
+            raise ValueError("truncated event record")
+        prevs.append(nid - <uint64_t>_unzigzag(z))
+    return v[0], v[1], v[2], v[3], v[4], v[5], v[6], after, tuple(prevs), pos

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._core import pack_event_id, pack_uvarints, unpack_event_id, unpack_uvarints
+from ._core import pack_event_id, pack_record, pack_uvarints, unpack_event_id, unpack_record, unpack_uvarints
 from .errors import InvalidEventError, RoomStateError
 from .ids import decode, encode
 from .txn import BoundedCache
@@ -143,14 +143,6 @@ def _unpack_id(flags, raw):
     return decode(raw)
 
 
-def _zigzag(x):
-    return x << 1 if x >= 0 else ((-x) << 1) - 1
-
-
-def _unzigzag(z):
-    return z >> 1 if not z & 1 else -((z + 1) >> 1)
-
-
 class Record:
     """A stored event: NIDs of its strings, its depth, and the snapshots around it.
 
@@ -188,24 +180,15 @@ class Record:
         return bool(self.flags & OUTLIER)
 
     def pack(self, nid):
-        after = 0 if self.after == self.before else 1 + _zigzag(self.after - self.before)
         id_flag, id_bytes = _pack_id(self.event_id)
-        head = [
-            self.flags | id_flag, self.membership, self.room, self.type, self.state_key,
-            self.depth, self.before, after, len(self.prevs),
-        ]
-        head.extend(_zigzag(nid - p) for p in self.prevs)
-        return pack_uvarints(head) + id_bytes
+        return pack_record(
+            nid, self.flags | id_flag, self.membership, self.room, self.type, self.state_key,
+            self.depth, self.before, self.after, self.prevs, id_bytes,
+        )
 
     @classmethod
     def unpack(cls, raw, nid):
-        head, off = unpack_uvarints(raw, 9)
-        flags, membership, room, type_, skey, depth, before, after, n = head
-        prevs = ()
-        if n:
-            deltas, off = unpack_uvarints(raw, n, off)
-            prevs = tuple(nid - _unzigzag(d) for d in deltas)
-        after = before if after == 0 else before + _unzigzag(after - 1)
+        flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
         event_id = _unpack_id(flags, raw[off:])
         return cls(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
 

@@ -199,3 +199,33 @@ def test_read_only_buffers_work_without_copies():
     assert not view.flags.writeable
     assert _core.find(view, 5, 2) == 1
     assert as_list(_core.overlay([view])) == [(1, 1, 1), (5, 2, 3)]
+
+
+U64 = st.integers(0, 2**64 - 1)
+
+
+@given(U64, st.lists(U64, min_size=8, max_size=8), st.lists(U64, max_size=20), st.binary(max_size=50))
+def test_event_records_round_trip(nid, head, prevs, tail):
+    flags, membership, room, type_, skey, depth, before, after = head
+    raw = _core.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
+    *fields, off = _core.unpack_record(raw, nid)
+    assert fields == [flags, membership, room, type_, skey, depth, before, after, tuple(prevs)]
+    assert raw[off:] == tail
+    with pytest.raises(ValueError):
+        _core.unpack_record(raw[: min(off, 3)] if off > 3 else b"\x80", nid)
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_event_ids_pack_to_32_bytes(raw):
+    import base64
+
+    eid = "$" + base64.urlsafe_b64encode(raw).decode()[:43]
+    assert _core.pack_event_id(eid) == raw
+    assert _core.unpack_event_id(raw) == eid
+
+
+@given(st.text(max_size=60))
+def test_other_event_ids_are_left_alone(eid):
+    packed = _core.pack_event_id(eid)
+    if packed is not None:
+        assert _core.unpack_event_id(packed) == eid
