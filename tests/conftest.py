@@ -6,6 +6,17 @@ import roomstate
 from roomstate import snapshots
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Run every test (and the subprocesses it starts) outside the checkout.
+
+    ``python -m ...`` puts the working directory first on sys.path; from the
+    checkout that would import the uncompiled source tree instead of the
+    installed package.
+    """
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def store(tmp_path):
     with roomstate.open(tmp_path / "store", resolver="newest_event") as s:
