@@ -240,6 +240,29 @@ class EventTable:
                 return nid
         raise RoomStateError(f"two event IDs share a 16-byte digest with {event_id!r}")
 
+    def lookup_or_assign(self, tx, event_id):
+        """``(nid, new)``: the event ID's NID, assigned now when it had none.
+
+        The common case of a bulk import — an ID never seen — costs one LMDB
+        put that refuses to overwrite, instead of a get and a put.
+        """
+        nid = self.to_nid.get(event_id)
+        if nid is None:
+            nid = tx.get("enid", event_id)
+        if nid is not None:
+            return nid, False
+        raw = encode(event_id)
+        key = _hash_key(raw, 8)
+        nid = self.ids.next_nid(tx, b"e")
+        if tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db, overwrite=False):
+            tx.put("enid", event_id, nid)
+            return nid, True
+        self.ids.unallocate(tx, b"e", nid)
+        nid = self.lookup(tx, event_id)
+        if nid:
+            return nid, False
+        return self.assign_new(tx, event_id), True
+
     def assign(self, tx, event_id):
         nid = self.lookup(tx, event_id)
         if nid:

@@ -153,6 +153,12 @@ class IdMaps:
         tx.put("meta", name, cur + 1)
         return cur
 
+    def unallocate(self, tx, kind, nid):
+        """Give back the NID :meth:`next_nid` just returned."""
+        name = b"next:" + kind
+        assert tx.get("meta", name) == nid + 1
+        tx.put("meta", name, nid)
+
     def peek_next(self, tx, kind):
         name = b"next:" + kind
         cur = tx.get("meta", name) if tx.write else None

@@ -510,9 +510,9 @@ class StateStore:
         p = parse(ev)
         ids, events = self._ids, self._events
         eid = p.event_id
-        enid = events.lookup(tx, eid)
-        known_nid = enid != 0
-        existing = events.get(tx, enid) if enid else None
+        enid, fresh = events.lookup_or_assign(tx, eid)
+        known_nid = not fresh
+        existing = None if fresh else events.get(tx, enid)
         room = ids.to_nid[ROOM].get(p.room_id) or ids.assign(tx, ROOM, p.room_id)
         type_nid = ids.to_nid[TYPE].get(p.type) or ids.assign(tx, TYPE, p.type)
         skey_nid = 0
@@ -537,8 +537,6 @@ class StateStore:
             self._check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags)
             if not existing.outlier or outlier:
                 return  # stored already, with the same fields
-        elif not enid:
-            enid = events.assign_new(tx, eid)
         newest = enid  # a NID above every stored record: its record can be appended
 
         for i, pid in enumerate(p.prev_ids):
