@@ -214,7 +214,6 @@ class EventTable:
         self.cache = BoundedCache(cache_items)
         self.to_nid = BoundedCache(2_000_000)
         self.to_str = BoundedCache(2_000_000)
-        self.full_chunks = {}
         self.free_key = None
 
     # -- event IDs ---------------------------------------------------------
@@ -363,12 +362,10 @@ class EventTable:
 
     # -- flag column -------------------------------------------------------
     def _chunk(self, tx, idx):
+        # Never cached across transactions: an event named as a prev gets its
+        # NID (and a place in a chunk) long before its membership arrives.
         if tx.write:
             chunk = tx.get("flags", idx)
-            if chunk is not None:
-                return chunk
-        else:
-            chunk = self.full_chunks.get(idx)
             if chunk is not None:
                 return chunk
         raw = tx.txn.get(_U64.pack(idx), db=self.flags_db)
@@ -387,20 +384,14 @@ class EventTable:
             tx.save("flags", idx)
         chunk[nid % CHUNK] = value
 
-    def memberships(self, tx, nids, next_event_nid):
+    def memberships(self, tx, nids):
         """Membership codes of many event NIDs (a uint64 array) as a uint8 array."""
-        out = np.zeros(len(nids), dtype=np.uint8)
         if not len(nids):
-            return out
+            return np.zeros(0, dtype=np.uint8)
         idx = nids // CHUNK
-        for c in np.unique(idx).tolist():
-            chunk = self._chunk(tx, c)
-            if not tx.write and (c + 1) * CHUNK <= next_event_nid and c not in self.full_chunks:
-                # Every event of this chunk is stored: its membership bytes are final.
-                self.full_chunks[c] = bytes(b & MEMBERSHIP_MASK for b in chunk)
-            sel = idx == c
-            out[sel] = np.frombuffer(chunk, dtype=np.uint8)[(nids[sel] % CHUNK).astype(np.intp)]
-        return out & MEMBERSHIP_MASK
+        chunks, where = np.unique(idx, return_inverse=True)
+        flat = np.frombuffer(b"".join(self._chunk(tx, c) for c in chunks.tolist()), dtype=np.uint8)
+        return flat[where * CHUNK + (nids % CHUNK).astype(np.intp)] & MEMBERSHIP_MASK
 
     def flush(self, tx):
         """At the outermost commit: write the changed flag chunks."""

@@ -902,7 +902,7 @@ class StateStore:
             state = self._snaps.state(tx, snap)
             lo, hi = _core.type_range(state, MEMBER_TYPE_NID)
             sub = state[lo:hi]
-            codes = self._events.memberships(tx, sub["event"], self._ids.peek_next(tx, EVENT))
+            codes = self._events.memberships(tx, sub["event"])
             return self._ids.names(tx, STATE_KEY, sub["state_key"][codes == code])
 
     def has_event(self, event_id):
