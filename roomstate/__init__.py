@@ -15,6 +15,7 @@ from .errors import (
     MissingEventError,
     ReadOnlyError,
     RoomStateError,
+    StorageError,
     StoreFormatError,
 )
 from .resolvers import ResolverContext, newest_event, raise_on_conflict
@@ -35,6 +36,7 @@ __all__ = [
     "StateDiff",
     "StateMap",
     "StateStore",
+    "StorageError",
     "StoreFormatError",
     "newest_event",
     "open",

@@ -42,3 +42,10 @@ class ReadOnlyError(RoomStateError):
 
 class StoreFormatError(RoomStateError):
     """The path is not a roomstate store, or one of an unknown format version."""
+
+
+class StorageError(RoomStateError, OSError):
+    """LMDB could not read or write the store (disk full, I/O error, ...).
+
+    The failed call changed nothing; what was committed before is intact.
+    """

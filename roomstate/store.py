@@ -17,6 +17,7 @@ from .errors import (
     MissingEventError,
     ReadOnlyError,
     RoomStateError,
+    StorageError,
     StoreFormatError,
 )
 from .events import (
@@ -259,6 +260,13 @@ class StateStore:
 
     def _open_dbs(self):
         env = self.env
+        # Named databases are keys of LMDB's main database: an environment
+        # holding anything else there was written by another program.
+        with env.begin() as txn:
+            names = [bytes(k) for k, _ in txn.cursor()]
+        foreign = [k for k in names if k.decode("utf-8", "replace") not in _DBS]
+        if foreign or (names and b"meta" not in names):
+            raise StoreFormatError(f"{self.path!r} is an LMDB environment of another program, not a roomstate store")
         try:
             self._db = {name: env.open_db(name.encode(), create=not self.readonly) for name in _DBS}
         except (lmdb.NotFoundError, lmdb.ReadonlyError) as exc:
@@ -399,6 +407,9 @@ class StateStore:
                     self._local.tx = None
                     self._grow()
                     continue
+                except lmdb.Error as exc:
+                    tx.txn.abort()
+                    raise StorageError(f"the store at {self.path!r} could not be written: {exc}") from exc
                 except BaseException:
                     tx.txn.abort()
                     raise
@@ -1034,6 +1045,9 @@ class Batch:
                 break
             except lmdb.MapFullError:
                 self._restart()
+            except lmdb.Error as exc:
+                self._abort()
+                raise StorageError(f"the store at {self._store.path!r} could not be written: {exc}") from exc
         self._tx = None
         self._store._local.tx = None
 
