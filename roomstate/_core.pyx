@@ -444,26 +444,28 @@ def find(entries, uint32_t type_nid, uint32_t state_key_nid):
 
 
 def lookup_layers(layers, uint32_t type_nid, uint32_t state_key_nid):
-    """Event NID of a key in overlaid layers (newest wins): -1 when absent from
-    every layer, 0 when the newest layer holding it has a tombstone."""
+    """Event NID of a key in overlaid layers (newest wins): None when absent
+    from every layer, 0 when the newest layer holding it has a tombstone."""
     cdef list arrays = list(layers)
     cdef list views = []
     cdef Py_ssize_t k = len(arrays), j, r
-    cdef int64_t result = -1
+    cdef uint64_t result = 0
+    cdef bint found = False
     cdef uint64_t key = ((<uint64_t>type_nid) << 32) | state_key_nid
     if k == 0:
-        return -1
+        return None
     cdef Layer* ls = _layers(arrays, views)
     with nogil:
         j = k - 1
         while j >= 0:
             r = _find(ls[j].data, ls[j].n, key)
             if r >= 0:
-                result = <int64_t>ls[j].data[r].event
+                result = ls[j].data[r].event
+                found = True
                 break
             j -= 1
     free(ls)
-    return result
+    return result if found else None
 
 
 def lookup_keys(layers, keys):
@@ -575,7 +577,10 @@ def pack_uvarints(values):
     cdef bytearray out = bytearray(10 * k)
     cdef unsigned char* p = out
     for i in range(k):
-        pos += _put_varint(p + pos, <uint64_t>vals[i])
+        v = vals[i]
+        if not isinstance(v, int):
+            raise TypeError(f"varints encode integers, got {type(v).__name__}")
+        pos += _put_varint(p + pos, <uint64_t>v)
     del out[pos:]
     return bytes(out)
 
@@ -657,7 +662,7 @@ cdef void _init_b64() noexcept:
 _init_b64()
 
 
-def pack_event_id(str event_id):
+def pack_event_id(event_id):
     """The 32 bytes behind a canonical room v4+ event ID, or None for any other ID.
 
     >>> eid = "$" + "A" * 42 + "E"
@@ -666,9 +671,11 @@ def pack_event_id(str event_id):
     >>> pack_event_id("$abc:example.org") is None
     True
     """
+    if not isinstance(event_id, str):
+        raise TypeError(f"an event ID is a string, got {type(event_id).__name__}")
     if len(event_id) != 44 or event_id[0] != "$" or not event_id.isascii():
         return None
-    cdef bytes ascii = event_id.encode("ascii")
+    cdef bytes ascii = str.encode(event_id, "ascii")
     cdef const unsigned char* s = ascii
     cdef unsigned char out[33]
     cdef uint32_t acc = 0

@@ -50,7 +50,7 @@ def _string(ev, field, event_id, required=True):
     value = ev[field]
     if not isinstance(value, str):
         raise InvalidEventError(field, f"must be a string, got {type(value).__name__}", event_id)
-    return value
+    return str(value)  # a str subclass is stored as the plain string it holds
 
 
 def parse(ev):
@@ -97,6 +97,8 @@ def parse(ev):
             )
         if not p:
             raise InvalidEventError("prev_events", f"entry {i} is empty", event_id)
+        if type(p) is not str:
+            p = str(p)
         if p == event_id:
             raise InvalidEventError("prev_events", "an event cannot be its own prev", event_id)
         if p not in seen:

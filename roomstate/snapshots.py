@@ -226,8 +226,7 @@ class SnapshotStore:
     def get(self, tx, snap, type_nid, state_key_nid):
         """Event NID of one key, or 0 when the state lacks it."""
         c = self.components(tx, snap)
-        r = _core.lookup_layers(self.layers(tx, c), type_nid, state_key_nid)
-        return r if r > 0 else 0
+        return _core.lookup_layers(self.layers(tx, c), type_nid, state_key_nid) or 0
 
     def aligned(self, tx, snaps):
         """Line up several snapshots over the keys where they may differ.

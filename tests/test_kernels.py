@@ -48,8 +48,8 @@ def test_empty_inputs():
     a, r = _core.diff(empty, empty)
     assert len(a) == len(r) == 0
     assert _core.find(empty, 1, 1) == -1
-    assert _core.lookup_layers([], 1, 1) == -1
-    assert _core.lookup_layers([empty], 1, 1) == -1
+    assert _core.lookup_layers([], 1, 1) is None
+    assert _core.lookup_layers([empty], 1, 1) is None
     assert len(_core.lookup_keys([empty], empty)) == 0
     assert len(_core.select(empty, [1], [0])) == 0
     assert _core.type_range(empty, 5) == (0, 0)
@@ -146,7 +146,7 @@ def test_lookup_layers_and_keys(layers, ks):
         for t, k, e in layer:
             merged[(t, k)] = e
     for key in ks:
-        assert _core.lookup_layers(arrays, *key) == merged.get(key, -1)
+        assert _core.lookup_layers(arrays, *key) == merged.get(key)
     q = arr(sorted({(t, k, 0) for t, k in ks}))
     got = _core.lookup_keys(arrays, q).tolist()
     assert got == [merged.get((int(t), int(k)), 0) for t, k, _ in q.tolist()]
