@@ -85,8 +85,9 @@ class BoundedCache(dict):
         self.update(items)
         if len(self) > self.limit:
             drop = len(self) - self.limit // 2
+            pop = self.pop
             for key in list(self.keys())[:drop]:
-                del self[key]
+                pop(key, None)  # another thread may be trimming too
 
 
 class ReadTx:
