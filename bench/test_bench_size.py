@@ -2,14 +2,19 @@
 designs on the same hq history, in the same run.
 
 Every design's store is written by one ``add_events`` call (built once per session and
-shared with the read figures). Totals are LMDB pages in use (``stats()["pages_used_bytes"]``)
-and SQLite file sizes after a WAL checkpoint; "state" is roomstate's blocks and snapshots
+shared with the read figures). Totals are LMDB pages in use (``stats()["bytes_in_use"]``:
+every table's pages and the two meta pages; free pages of the copy-on-write file are left
+out, the file size is ``extra_info["file_bytes"]``) and SQLite file sizes after a WAL
+checkpoint; "state" is roomstate's blocks and snapshots
 (``stats()["state_bytes"]``) and each baseline's ``STATE_TABLES`` with their indexes.
 The timed function is the size accounting itself; the figures are in ``extra_info``.
 
 Targets (issue 4), asserted only when the run holds 5·10^4 events: at most 160 bytes per
 event in total, and state structures at least 10× smaller than Dendrite's (per state
-event). At every size, state structures must be smaller than both baselines'.
+event). The 10× is read as state structures, the subject of the comparison: Dendrite's
+events table alone (44-byte event IDs, indexed) holds over 100 B/event, so 10× on the
+total would ask for less than storing the event IDs costs; the total ratio is recorded
+too. At every size, state structures must be smaller than both baselines'.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ def test_bytes_on_disk(benchmark, bench, design, size):
         benchmark.pedantic(measure, rounds=1)
     finally:
         store.close()
-    info = {"figure": "bytes", "design": design, "size": size, **per_event(built.figures)}
+    info = {"figure": "bytes", "design": design, "size": size, **per_event(built.figures),
+            "file_bytes": built.figures["file_bytes"]}
     if design == "roomstate":
         for other in ("synapse", "dendrite"):
             if size > bench.settings.baseline_max:

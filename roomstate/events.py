@@ -208,14 +208,14 @@ class EventTable:
     digest is taken by another ID is keyed by its 16-byte digest instead.
     """
 
-    def __init__(self, events_db, event_ids_db, flags_db, ids, cache_items=500_000):
+    def __init__(self, events_db, event_ids_db, flags_db, ids, cache_items=200_000):
         self.db = events_db
         self.ids_db = event_ids_db
         self.flags_db = flags_db
         self.ids = ids
         self.cache = BoundedCache(cache_items)
-        self.to_nid = BoundedCache(2_000_000)
-        self.to_str = BoundedCache(2_000_000)
+        self.to_nid = BoundedCache(500_000)
+        self.to_str = BoundedCache(500_000)
         self.free_key = None
 
     # -- event IDs ---------------------------------------------------------

@@ -62,7 +62,7 @@ class IdMaps:
     delegated.
     """
 
-    def __init__(self, ids_db, names_db, meta_db, cache_limit=2_000_000):
+    def __init__(self, ids_db, names_db, meta_db, cache_limit=1_000_000):
         self.ids_db = ids_db
         self.names_db = names_db
         self.meta_db = meta_db

@@ -79,7 +79,7 @@ class Components:
 
 
 class SnapshotStore:
-    def __init__(self, snapshots_db, hashes_db, blocks, ids, cache_items=200_000, state_cache_items=32):
+    def __init__(self, snapshots_db, hashes_db, blocks, ids, cache_items=50_000, state_cache_items=32):
         self.db = snapshots_db
         self.hashes_db = hashes_db
         self.blocks = blocks
