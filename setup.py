@@ -37,13 +37,17 @@ extensions = [
     )
 ]
 
-ext_modules = cythonize(extensions, compiler_directives=directives)
+# Debug builds generate their C elsewhere, so a release build never reuses
+# C written with checks on (nor the reverse).
+build_dir = "build/cython-debug" if DEBUG else None
+ext_modules = cythonize(extensions, compiler_directives=directives, build_dir=build_dir, force=DEBUG)
 if not PURE:
     # Python semantics kept whole (negative indices, bounds checks): only the
     # interpreter overhead goes.
     ext_modules += cythonize(
         [Extension(f"roomstate.{name}", [f"roomstate/{name}.py"], extra_compile_args=["-O2"]) for name in COMPILED],
         compiler_directives={"language_level": 3, "binding": True},
+        build_dir=build_dir,
     )
 
 setup(ext_modules=ext_modules)

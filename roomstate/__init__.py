@@ -24,6 +24,15 @@ from .store import Batch, StateStore, open
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # ``roomstate.aio`` without importing asyncio machinery for sync users.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "Batch",
     "ConflictError",
@@ -38,6 +47,7 @@ __all__ = [
     "StateStore",
     "StorageError",
     "StoreFormatError",
+    "aio",
     "newest_event",
     "open",
     "raise_on_conflict",

@@ -622,17 +622,21 @@ def unpack_entries(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t of
     cdef bint bad = False
     if offset < 0 or offset > n or count < 0:
         raise ValueError("offset or count out of range")
+    if count > (n - offset) // 3:
+        # Every entry takes at least three bytes: a larger count is corrupt.
+        raise ValueError("truncated or malformed entry record")
     out = _empty(count)
     if count == 0:
         return out
     cdef Entry[::1] o = out
+    cdef const unsigned char* b = &buf[0]
     with nogil:
         for i in range(count):
-            pos = _get_varint(&buf[0], n, pos, &t)
+            pos = _get_varint(b, n, pos, &t)
             if pos >= 0:
-                pos = _get_varint(&buf[0], n, pos, &k)
+                pos = _get_varint(b, n, pos, &k)
             if pos >= 0:
-                pos = _get_varint(&buf[0], n, pos, &e)
+                pos = _get_varint(b, n, pos, &e)
             if pos < 0 or t > 0xFFFFFFFFu or k > 0xFFFFFFFFu:
                 bad = True
                 break

@@ -274,6 +274,8 @@ class StateStore:
         except lmdb.MapFullError:
             self._grow()
             return self._open_dbs()
+        if not self.readonly:
+            env.reader_check()  # free the slots of reader processes that died
         d = self._db
         self._ids = IdMaps(d["ids"], {ROOM: d["names_r"], TYPE: d["names_t"], STATE_KEY: d["names_k"]}, d["meta"])
         self._blocks = BlockStore(d["blocks"], d["block_hashes"], self._ids)
