@@ -32,7 +32,7 @@ extensions = [
         "roomstate._core",
         ["roomstate/_core.pyx"],
         include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("ROOMSTATE_DEBUG", "1" if DEBUG else "0")],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     )
 ]

@@ -4,6 +4,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
+DEBUG_BUILD: bool
 ENTRY_DTYPE: np.dtype
 
 _Entries = npt.NDArray[np.void]

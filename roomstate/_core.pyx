@@ -24,6 +24,17 @@ cimport numpy as cnp
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #ifndef ROOMSTATE_DEBUG
+    #define ROOMSTATE_DEBUG 0
+    #endif
+    """
+    int ROOMSTATE_DEBUG
+
+#: True when built with ROOMSTATE_DEBUG=1 (bounds and wraparound checks on).
+DEBUG_BUILD = bool(ROOMSTATE_DEBUG)
+
 ENTRY_DTYPE = np.dtype([("type", "<u4"), ("state_key", "<u4"), ("event", "<u8")])
 
 

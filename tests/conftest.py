@@ -33,4 +33,6 @@ def tiny_tiers(monkeypatch):
 
 
 def pytest_report_header(config):
-    return f"roomstate debug build: {os.environ.get('ROOMSTATE_DEBUG', '0')}"
+    from roomstate import _core
+
+    return f"roomstate: {roomstate.__file__} (bounds-checked build: {_core.DEBUG_BUILD})"

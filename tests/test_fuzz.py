@@ -9,6 +9,7 @@ build of the extension (bounds checks on)::
 """
 from __future__ import annotations
 
+import os
 import enum
 import string
 import types
@@ -646,3 +647,10 @@ def test_kernels_accept_big_inputs():
     assert np.array_equal(_core.overlay(layers), s)
     ks, vs = _core.align(layers)
     assert len(ks) == len(s) and vs.shape == (len(s), 7)
+
+
+def test_debug_build_when_asked_for():
+    """ROOMSTATE_DEBUG=1 in the environment of a test run means the kernels under test
+    were built with bounds checks on (CI's fuzz pass sets it)."""
+    if os.environ.get("ROOMSTATE_DEBUG", "0") not in ("", "0"):
+        assert _core.DEBUG_BUILD
