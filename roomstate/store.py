@@ -1,5 +1,6 @@
 """The state store: events in, state out, over one LMDB environment."""
 import gc
+import itertools
 import os
 import struct
 import threading
@@ -109,6 +110,13 @@ class _Gate:
             finally:
                 self._resizing = False
                 self._cv.notify_all()
+
+
+def _remembering(source, seen):
+    """Yield from ``source``, keeping each item in ``seen`` (for a replay)."""
+    for item in source:
+        seen.append(item)
+        yield item
 
 
 class _RelaxedGC:
@@ -460,7 +468,7 @@ class StateStore:
     def add_event(self, event, *, outlier=False, state_before=None, resolver=None):
         """Store one event and the state before and after it (one transaction)."""
         resolver = self.resolver if resolver is None else _resolve_resolver(resolver)
-        self._write(lambda tx: self._add(tx, event, outlier, state_before, resolver))
+        self._write(lambda tx: self._add_one(tx, event, outlier, state_before, resolver))
 
     def add_events(self, events, *, resolver=None, progress=False):
         """Store many events in one transaction; returns how many were given."""
@@ -475,18 +483,17 @@ class StateStore:
 
                 bar = tqdm(unit="ev", desc="import", disable=None)
             try:
-                n = 0
-                for ev in seen:
-                    self._add(tx, ev, False, None, resolver)
+                n = n_new = n_state = 0
+                add = self._add
+                for ev in itertools.chain(seen, _remembering(source, seen)):
+                    code = add(tx, ev, False, None, resolver)
                     n += 1
+                    if code:
+                        n_new += 1
+                        n_state += code >> 1
                     if bar is not None:
                         bar.update(1)
-                for ev in source:
-                    seen.append(ev)
-                    self._add(tx, ev, False, None, resolver)
-                    n += 1
-                    if bar is not None:
-                        bar.update(1)
+                self._count_new(tx, n_new, n_state)
                 return n
             finally:
                 if bar is not None:
@@ -534,32 +541,41 @@ class StateStore:
 
         prev_nids = []
         prev_recs = []
+        max_depth = 0
+        missing = unsettled = False
         for pid in p.prev_ids:
             pnid = events.lookup(tx, pid)
             prec = events.get(tx, pnid) if pnid else None
-            if prec is not None and prec.room != room:
-                raise InvalidEventError("prev_events", f"prev event {pid!r} belongs to another room", eid)
+            if prec is None:
+                missing = True
+            else:
+                if prec.room != room:
+                    raise InvalidEventError("prev_events", f"prev event {pid!r} belongs to another room", eid)
+                if prec.depth > max_depth:
+                    max_depth = prec.depth
+                if prec.flags & OUTLIER:
+                    unsettled = True
             prev_nids.append(pnid)
             prev_recs.append(prec)
 
-        known_depths = [r.depth for r in prev_recs if r is not None]
-        depth = p.depth if p.depth is not None else 1 + max(known_depths, default=0)
+        depth = p.depth if p.depth is not None else 1 + max_depth
         flags = (IS_STATE if p.state_key is not None else 0) | (REJECTED if p.rejected else 0)
 
         if existing is not None:
             self._check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags)
             if not existing.outlier or outlier:
-                return  # stored already, with the same fields
+                return 0  # stored already, with the same fields
         newest = enid  # a NID above every stored record: its record can be appended
 
-        for i, pid in enumerate(p.prev_ids):
-            if prev_recs[i] is None:
-                if not (outlier or given is not None):
-                    raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
-                if not prev_nids[i]:
-                    prev_nids[i] = events.assign_new(tx, pid)
-                    events.put_placeholder(tx, prev_nids[i], pid)
-                    newest = 0
+        if missing:
+            for i, pid in enumerate(p.prev_ids):
+                if prev_recs[i] is None:
+                    if not (outlier or given is not None):
+                        raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
+                    if not prev_nids[i]:
+                        prev_nids[i] = events.assign_new(tx, pid)
+                        events.put_placeholder(tx, prev_nids[i], pid)
+                        newest = 0
 
         if outlier:
             before = after = 0
@@ -569,11 +585,12 @@ class StateStore:
                 parents = [r.after for r in prev_recs if r is not None and not r.outlier]
                 before = self._given_state(tx, room, eid, given, parents)
             else:
-                for pid, prec in zip(p.prev_ids, prev_recs):
-                    if prec.outlier:
-                        raise MissingEventError(
-                            f"the state after prev event {pid!r} of {eid!r} is not known (it is an outlier)", pid
-                        )
+                if unsettled:
+                    for pid, prec in zip(p.prev_ids, prev_recs):
+                        if prec.outlier:
+                            raise MissingEventError(
+                                f"the state after prev event {pid!r} of {eid!r} is not known (it is an outlier)", pid
+                            )
                 if len(prev_recs) == 1:
                     before = prev_recs[0].after
                 elif not prev_recs:
@@ -591,12 +608,9 @@ class StateStore:
         own_flags = events.flags(tx, enid) if known_nid else 0
         if (own_flags & MEMBERSHIP_MASK) != p.membership:
             events.set_flags(tx, enid, (own_flags & ~MEMBERSHIP_MASK) | p.membership)
-        if existing is None:
-            tx.put("counts", _COUNT_EVENTS, tx.get("counts", _COUNT_EVENTS, 0) + 1)
-            if p.state_key is not None:
-                tx.put("counts", _COUNT_STATE, tx.get("counts", _COUNT_STATE, 0) + 1)
+        new = (1 if p.state_key is None else 3) if existing is None else 0
         if outlier:
-            return
+            return new
         # Forward extremities: the new event replaces its prevs, unless a
         # stored event already names it as a prev.
         ex = self._extremity_nids(tx, room)
@@ -610,6 +624,19 @@ class StateStore:
             f = events.flags(tx, pnid)
             if not f & HAS_CHILD:
                 events.set_flags(tx, pnid, f | HAS_CHILD)
+        return new
+
+    def _count_new(self, tx, n_events, n_state):
+        """Add to the stored event counts (``_add`` returns 1 for a new event, 3 for a new state event)."""
+        if n_events:
+            tx.put("counts", _COUNT_EVENTS, tx.get("counts", _COUNT_EVENTS, 0) + n_events)
+        if n_state:
+            tx.put("counts", _COUNT_STATE, tx.get("counts", _COUNT_STATE, 0) + n_state)
+
+    def _add_one(self, tx, ev, outlier, given, resolver):
+        new = self._add(tx, ev, outlier, given, resolver)
+        if new:
+            self._count_new(tx, 1, new >> 1)
 
     def _check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags):
         def differ(field, reason):
@@ -1056,7 +1083,7 @@ class Batch:
     def add_event(self, event, *, outlier=False, state_before=None, resolver=None):
         resolver = self._resolver if resolver is None else _resolve_resolver(resolver)
         store = self._store
-        self._run(lambda tx: store._add(tx, event, outlier, state_before, resolver))
+        self._run(lambda tx: store._add_one(tx, event, outlier, state_before, resolver))
 
     def add_events(self, events, *, resolver=None):
         resolver = self._resolver if resolver is None else _resolve_resolver(resolver)
@@ -1064,8 +1091,13 @@ class Batch:
         events = list(events)
 
         def op(tx):
+            n_new = n_state = 0
             for ev in events:
-                store._add(tx, ev, False, None, resolver)
+                code = store._add(tx, ev, False, None, resolver)
+                if code:
+                    n_new += 1
+                    n_state += code >> 1
+            store._count_new(tx, n_new, n_state)
             return len(events)
 
         return self._run(op)
