@@ -404,6 +404,7 @@ class StateStore:
             finally:
                 self._local.tx = outer
             child.txn.commit()
+            outer.last = child.last
             return result
         with self._write_lock:
             while True:
@@ -543,9 +544,14 @@ class StateStore:
         prev_recs = []
         max_depth = 0
         missing = unsettled = False
+        last = tx.last
         for pid in p.prev_ids:
-            pnid = events.lookup(tx, pid)
-            prec = events.get(tx, pnid) if pnid else None
+            if last is not None and last[0] == pid:
+                # The event just added in this transaction: the usual prev of a linear history.
+                pnid, prec = last[1], last[2]
+            else:
+                pnid = events.lookup(tx, pid)
+                prec = events.get(tx, pnid) if pnid else None
             if prec is None:
                 missing = True
             else:
@@ -613,12 +619,16 @@ class StateStore:
             return new
         # Forward extremities: the new event replaces its prevs, unless a
         # stored event already names it as a prev.
+        tx.last = (eid, enid, rec)
         ex = self._extremity_nids(tx, room)
-        prevset = set(prev_nids)
-        new_ex = [e for e in ex if e not in prevset]
-        if not (own_flags & HAS_CHILD):
-            new_ex.append(enid)
-        tx.put("rooms", room, tuple(new_ex))
+        if len(prev_nids) == 1 and ex == (prev_nids[0],) and not own_flags & HAS_CHILD:
+            tx.put("rooms", room, (enid,))
+        else:
+            prevset = set(prev_nids)
+            new_ex = [e for e in ex if e not in prevset]
+            if not (own_flags & HAS_CHILD):
+                new_ex.append(enid)
+            tx.put("rooms", room, tuple(new_ex))
         for pnid in prev_nids:
             # Unknown prevs too: when one arrives later it already has a child.
             f = events.flags(tx, pnid)

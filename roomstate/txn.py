@@ -22,7 +22,7 @@ _MISSING = object()
 
 
 class Tx:
-    __slots__ = ("txn", "write", "parent", "pending", "undo")
+    __slots__ = ("txn", "write", "parent", "pending", "undo", "last")
 
     def __init__(self, txn, write, parent=None):
         self.txn = txn
@@ -30,6 +30,8 @@ class Tx:
         self.parent = parent
         self.pending = parent.pending if parent is not None else {}
         self.undo = {} if parent is not None else None
+        # (event ID, NID, record) of the event this transaction added last.
+        self.last = parent.last if parent is not None else None
 
     def table(self, name):
         t = self.pending.get(name)
@@ -61,6 +63,7 @@ class Tx:
 
     def rollback(self):
         """After a nested transaction aborted: restore the parent's tables."""
+        self.parent.last = None
         pending = self.pending
         for name in list(pending):
             if name not in DIRTY:
@@ -101,6 +104,7 @@ class ReadTx:
     write = False
     parent = None
     undo = None
+    last = None
     pending = {}
 
     def __init__(self, begin, end):

@@ -8,6 +8,7 @@ class Tx:
     parent: Incomplete
     pending: Incomplete
     undo: Incomplete
+    last: Incomplete
     def __init__(self, txn, write, parent=None) -> None: ...
     def table(self, name): ...
     def get(self, name, key, default=None): ...
@@ -24,6 +25,7 @@ class ReadTx:
     write: bool
     parent: Incomplete
     undo: Incomplete
+    last: Incomplete
     pending: Incomplete
     def __init__(self, begin, end) -> None: ...
     @property
