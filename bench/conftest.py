@@ -49,6 +49,7 @@ def open_baseline(tmp_path) -> Iterator[Callable[[str], object]]:
 #                                 with --benchmark-disable); cold figures take a fifth
 # Tests reach all of it through the session fixture `bench`.
 
+import contextlib  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
@@ -333,3 +334,47 @@ def closing() -> Iterator[Callable[[object], object]]:
     yield register
     for store in opened:
         store.close()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """What RESULTS.md needs beside the figures: which roomstate was measured (its
+    checkout may be a snapshot without git: ROOMSTATE_BENCH_COMMIT names it), the CPU
+    count and model, and the load when the run started."""
+    import roomstate
+
+    package = Path(roomstate.__file__).parent
+    commit = os.environ.get("ROOMSTATE_BENCH_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(package), "status", "--porcelain", "--", "."],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            if dirty:
+                commit += "+dirty"
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                      if line.startswith("model name")), "")
+    machine_info["roomstate"] = {
+        "path": str(package),
+        "commit": commit,
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "loadavg_at_start": os.getloadavg(),
+        "settings": str(_settings(config)),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Run every benchmark (and the processes it starts) outside the checkout: ``python -c``
+    and ``python -m`` put the working directory first on sys.path, and from the checkout
+    that would import the uncompiled source tree instead of the installed package."""
+    monkeypatch.chdir(tmp_path)
