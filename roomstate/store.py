@@ -5,7 +5,7 @@ import os
 import struct
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
 import lmdb
@@ -40,7 +40,11 @@ from .statemap import StateDiff, StateMap
 from .txn import ReadTx, Tx
 
 FORMAT_VERSION = 1
-DEFAULT_MAP_SIZE = 1 << 30
+# Address space only: LMDB's file grows with the data, not with the map.  A big
+# map makes a mid-transaction "map full" (and its replay) rare; it still grows.
+DEFAULT_MAP_SIZE = 16 << 30
+REPLAY_LIMIT = 100_000
+TRIM_EVERY = 50_000
 _DBS = (
     "meta",
     "ids",
@@ -112,11 +116,37 @@ class _Gate:
                 self._cv.notify_all()
 
 
-def _remembering(source, seen):
-    """Yield from ``source``, keeping each item in ``seen`` (for a replay)."""
-    for item in source:
-        seen.append(item)
-        yield item
+class _Reiterable:
+    """A sequence read from the start at every retry."""
+
+    def __init__(self, seq):
+        self.seq = seq
+
+    def __iter__(self):
+        return iter(self.seq)
+
+
+class _Replay:
+    """The items an iterator gave, up to ``limit`` of them."""
+
+    def __init__(self, limit):
+        self.items = []
+        self.limit = limit
+        self.overflowed = False
+
+    def remembering(self, source):
+        if isinstance(source, _Reiterable):
+            yield from source
+            return
+        items = self.items
+        for item in source:
+            if not self.overflowed:
+                if len(items) < self.limit:
+                    items.append(item)
+                else:
+                    self.overflowed = True
+                    items.clear()
+            yield item
 
 
 class _RelaxedGC:
@@ -474,10 +504,25 @@ class StateStore:
     def add_events(self, events, *, resolver=None, progress=False):
         """Store many events in one transaction; returns how many were given."""
         resolver = self.resolver if resolver is None else _resolve_resolver(resolver)
-        source = iter(events)
-        seen = []  # kept so that a retry after growing the map can replay them
+        # A retry after the map grows replays the events: a sequence is simply
+        # read again; an iterator's events are kept, up to REPLAY_LIMIT of
+        # them (a long call's memory must not grow with it).
+        if isinstance(events, Sequence):
+            seen = _Replay(0)
+            source = _Reiterable(events)
+        else:
+            seen = _Replay(REPLAY_LIMIT)
+            source = iter(events)
+        attempts = [0]
 
         def run(tx):
+            attempts[0] += 1
+            if attempts[0] > 1 and seen.overflowed:
+                raise StorageError(
+                    f"the store's map filled up after more than {REPLAY_LIMIT:,} events of this add_events "
+                    "call, too many to replay; the call was rolled back and the map has grown: "
+                    "call add_events again with the same events"
+                )
             bar = None
             if progress:
                 from tqdm import tqdm
@@ -486,9 +531,11 @@ class StateStore:
             try:
                 n = n_new = n_state = 0
                 add = self._add
-                for ev in itertools.chain(seen, _remembering(source, seen)):
+                for ev in itertools.chain(seen.items, seen.remembering(source)):
                     code = add(tx, ev, False, None, resolver)
                     n += 1
+                    if n % TRIM_EVERY == 0:
+                        tx.trim()  # keep a long transaction's caches bounded
                     if code:
                         n_new += 1
                         n_state += code >> 1

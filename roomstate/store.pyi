@@ -14,7 +14,9 @@ from os import PathLike
 from typing import Any
 
 FORMAT_VERSION: int
-DEFAULT_MAP_SIZE: Incomplete
+DEFAULT_MAP_SIZE: int
+REPLAY_LIMIT: int
+TRIM_EVERY: int
 
 _Event = Mapping[str, Any]
 _Key = tuple[str, str]

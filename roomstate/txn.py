@@ -53,6 +53,13 @@ class Tx:
             self.save(name, key)
         t[key] = value
 
+    def trim(self):
+        """Drop the write-through caches (they refill from LMDB on demand)."""
+        pending = self.pending
+        for name in list(pending):
+            if name not in DIRTY:
+                del pending[name]
+
     def save(self, name, key):
         """Before a nested transaction changes a dirty entry: remember its value."""
         undo = self.undo

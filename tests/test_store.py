@@ -389,3 +389,21 @@ def test_map_grows_by_itself(tmp_path):
                 b.add_event(member(f"${i}", f"@user{i}:example.org", "join", [f"${i - 1}"]))
         assert store.env.info()["map_size"] > start
         assert len(store.state_after("$3999")) == 4000
+
+
+def test_map_growth_during_a_long_streamed_call(tmp_path, monkeypatch):
+    """An iterator's events are kept for a replay only up to REPLAY_LIMIT: past that, a
+    full map rolls the call back with a clear error, the map grows, and calling again
+    works.  A list is simply read again, however long."""
+    from roomstate import store as store_module
+
+    monkeypatch.setattr(store_module, "REPLAY_LIMIT", 10)
+    events = [ev("$0", "m.room.create", "")]
+    events += [member(f"${i}", f"@user{i}:example.org", "join", [f"${i - 1}"]) for i in range(1, 3000)]
+    with roomstate.open(tmp_path / "s", map_size=64 * 1024, resolver="newest_event") as store:
+        before = dump(store)
+        with pytest.raises(roomstate.StorageError, match="call add_events again"):
+            store.add_events(iter(events))
+        assert dump(store) == before
+        assert store.add_events(events) == 3000  # a list: replayed as often as needed
+        assert len(store.state_after("$2999")) == 3000
