@@ -798,3 +798,35 @@ def unpack_record(const unsigned char[::1] raw, uint64_t nid):
             raise ValueError("truncated event record")
         prevs.append(nid - <uint64_t>_unzigzag(z))
     return v[0], v[1], v[2], v[3], v[4], v[5], v[6], after, tuple(prevs), pos
+
+
+def record_event_ids(list raws):
+    """The event IDs held by many event records (see ``pack_record``) at once.
+
+    A record's flag 32 says its ID is the 32 bytes of a room v4+ ID; otherwise
+    the tail is the ID in UTF-8 (lone surrogates allowed).
+    """
+    cdef list out = []
+    cdef const unsigned char[::1] raw
+    cdef Py_ssize_t n, pos, i
+    cdef uint64_t v[9]
+    cdef uint64_t z
+    for obj in raws:
+        raw = obj
+        n = raw.shape[0]
+        pos = 0
+        if n == 0:
+            raise ValueError("empty event record")
+        for i in range(9):
+            pos = _get_varint(&raw[0], n, pos, &v[i])
+            if pos < 0:
+                raise ValueError("truncated event record")
+        for i in range(<Py_ssize_t>v[8]):
+            pos = _get_varint(&raw[0], n, pos, &z)
+            if pos < 0:
+                raise ValueError("truncated event record")
+        if v[0] & 32:
+            out.append(unpack_event_id(raw[pos:]))
+        else:
+            out.append(bytes(raw[pos:]).decode("utf-8", "surrogatepass"))
+    return out

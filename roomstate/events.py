@@ -5,7 +5,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._core import pack_event_id, pack_record, pack_uvarints, unpack_event_id, unpack_record, unpack_uvarints
+from ._core import (
+    pack_event_id,
+    pack_record,
+    pack_uvarints,
+    record_event_ids,
+    unpack_event_id,
+    unpack_record,
+    unpack_uvarints,
+)
 from .errors import InvalidEventError, RoomStateError
 from .ids import decode, encode
 from .txn import BoundedCache
@@ -309,12 +317,26 @@ class EventTable:
         return s
 
     def names(self, tx, nids):
-        cache = self.to_str
-        out = []
-        append = out.append
-        for nid in nids.tolist() if isinstance(nids, np.ndarray) else nids:
-            s = cache.get(nid)
-            append(s if s is not None else self.event_id(tx, nid))
+        """Event IDs of many NIDs, in order: cached ones at once, the rest in one LMDB call."""
+        keys = nids.tolist() if isinstance(nids, np.ndarray) else list(nids)
+        out = list(map(self.to_str.get, keys))
+        if None in out:
+            missing = [i for i, s in enumerate(out) if s is None]
+            if tx.write:
+                for i in missing:
+                    out[i] = self.event_id(tx, keys[i])
+                return out
+            wanted = sorted(set(keys[i] for i in missing))
+            get, db, pack = tx.txn.get, self.db, _U64.pack
+            found = [get(pack(k), db=db) for k in wanted]
+            if None in found:
+                raise RoomStateError("an event NID has no record: the store is damaged")
+            by_key = dict(zip(wanted, record_event_ids(found)))
+            for i in missing:
+                out[i] = by_key[keys[i]]
+            self.to_str.update(by_key)
+            if len(self.to_str) > self.to_str.limit:
+                self.to_str.publish({})
         return out
 
     # -- records -----------------------------------------------------------

@@ -120,12 +120,22 @@ class IdMaps:
         """Strings of many NIDs (any iterable of ints), in order."""
         if kind == EVENT:
             return self.events.names(tx, nids)
-        cache = self.to_str[kind]
-        out = []
-        append = out.append
-        for nid in nids.tolist() if isinstance(nids, np.ndarray) else nids:
-            s = cache.get(nid)
-            append(s if s is not None else self.name(tx, kind, nid))
+        keys = nids.tolist() if isinstance(nids, np.ndarray) else list(nids)
+        out = list(map(self.to_str[kind].get, keys))
+        if None in out:
+            missing = [i for i, s in enumerate(out) if s is None]
+            wanted = sorted(set(keys[i] for i in missing))
+            get, db, pack = tx.txn.get, self.names_db[kind], _U64.pack
+            found = [get(pack(k), db=db) for k in wanted]
+            if None in found:
+                raise RoomStateError(f"a {kind.decode()} NID has no string: the store is damaged")
+            by_key = {k: decode(v) for k, v in zip(wanted, found)}
+            for i in missing:
+                out[i] = by_key[keys[i]]
+            if not tx.write:
+                self.to_str[kind].update(by_key)
+                if len(self.to_str[kind]) > self.to_str[kind].limit:
+                    self.to_str[kind].publish({})
         return out
 
     # -- writes ------------------------------------------------------------

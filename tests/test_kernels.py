@@ -229,3 +229,11 @@ def test_other_event_ids_are_left_alone(eid):
     packed = _core.pack_event_id(eid)
     if packed is not None:
         assert _core.unpack_event_id(packed) == eid
+
+
+@given(st.lists(st.tuples(U64, st.lists(U64, max_size=3), st.text(min_size=1, max_size=50)), max_size=10))
+def test_record_event_ids_in_bulk(rows):
+    from roomstate.events import Record
+
+    raws = [Record(1, 0, 1, 1, 1, 1, 1, 1, tuple(prevs), eid).pack(nid) for nid, prevs, eid in rows]
+    assert _core.record_event_ids(raws) == [eid for _, _, eid in rows]
