@@ -84,6 +84,18 @@ class StoreMachine(RuleBasedStateMachine):
         recent = pool[-8:]
         return rng.sample(recent, min(k, len(recent)))
 
+    def event_again(self, eid):
+        """The input of an event the reference holds, to add it again."""
+        info = self.ref.events[eid]
+        ev = {"event_id": eid, "room_id": info["room"], "type": info["type"], "prev_events": info["prevs"]}
+        if info["state_key"] is not None:
+            ev["state_key"] = info["state_key"]
+        if info["membership"] is not None:
+            ev["content"] = {"membership": info["membership"]}
+        if info["rejected"]:
+            ev["rejected"] = True
+        return ev
+
     def stored_state_events(self, room):
         return [
             e
@@ -161,13 +173,7 @@ class StoreMachine(RuleBasedStateMachine):
         rng = random.Random(seed)
         eid = rng.choice(self.outliers)
         info = self.ref.events[eid]
-        ev = {"event_id": eid, "room_id": info["room"], "type": info["type"], "prev_events": info["prevs"]}
-        if info["state_key"] is not None:
-            ev["state_key"] = info["state_key"]
-        if info["membership"] is not None:
-            ev["content"] = {"membership": info["membership"]}
-        if info["rejected"]:
-            ev["rejected"] = True
+        ev = self.event_again(eid)
         ev["depth"] = info["depth"]
         self.add(ev, state_before=self.random_given_state(rng, info["room"]))
 
@@ -177,14 +183,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not events:
             return
         eid = random.Random(seed).choice(events)
-        info = self.ref.events[eid]
-        ev = {"event_id": eid, "room_id": info["room"], "type": info["type"], "prev_events": info["prevs"]}
-        if info["state_key"] is not None:
-            ev["state_key"] = info["state_key"]
-        if info["membership"] is not None:
-            ev["content"] = {"membership": info["membership"]}
-        if info["rejected"]:
-            ev["rejected"] = True
+        ev = self.event_again(eid)
         before = self.store.stats()
         self.store.add_event(ev)
         after = self.store.stats()
