@@ -43,12 +43,15 @@ def check_event(store, ref, eid):
 
 
 class StoreMachine(RuleBasedStateMachine):
+    # The built-in resolver: merges resolve on NIDs, without strings.
+    RESOLVER = "newest_event"
+
     def __init__(self):
         super().__init__()
         self.saved = (snapshots.MAX_HOPS, snapshots.MAX_WEIGHT, snapshots.FANOUT, snapshots.TIER_BASE)
         snapshots.MAX_HOPS, snapshots.MAX_WEIGHT, snapshots.FANOUT, snapshots.TIER_BASE = 3, 5, 2, 2
         self.dir = tempfile.mkdtemp()
-        self.store = roomstate.open(self.dir + "/s", resolver="newest_event")
+        self.store = roomstate.open(self.dir + "/s", resolver=self.RESOLVER)
         self.ref = Reference()
         self.n = 0
         self.last = None
@@ -192,7 +195,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
-        self.store = roomstate.open(self.dir + "/s", resolver="newest_event")
+        self.store = roomstate.open(self.dir + "/s", resolver=self.RESOLVER)
 
     @invariant()
     def agrees(self):
@@ -215,6 +218,19 @@ StoreMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestStoreMachine = StoreMachine.TestCase
+
+
+class CallableResolverMachine(StoreMachine):
+    """The same rule through the generic path: a resolver callable that sees strings,
+    StateMaps of the prev states and the unconflicted state."""
+
+    RESOLVER = staticmethod(lambda ctx: roomstate.newest_event(ctx))
+
+
+CallableResolverMachine.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestCallableResolverMachine = CallableResolverMachine.TestCase
 
 
 @pytest.mark.parametrize("tiny", [False, True])
