@@ -8,6 +8,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+# Subprocesses (``python -m roomstate``, ``python -c ...``) must import the installed
+# package, never the checkout's uncompiled source tree: Python 3.11+ leaves the working
+# directory off sys.path with PYTHONSAFEPATH set, and the fixtures below also run every
+# test from a temporary directory.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 # bench/ is a directory of scripts, not a package: make `import baselines` work under
 # every pytest import mode (importlib mode does not put test directories on sys.path).
 _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))

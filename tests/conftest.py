@@ -2,6 +2,12 @@ import os
 
 import pytest
 
+# Subprocesses (``python -m roomstate``, ``python -c ...``) must import the installed
+# package, never the checkout's uncompiled source tree: Python 3.11+ leaves the working
+# directory off sys.path with PYTHONSAFEPATH set, and the fixtures below also run every
+# test from a temporary directory.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 import roomstate
 from roomstate import snapshots
 
