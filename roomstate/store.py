@@ -676,11 +676,14 @@ class StateStore:
             if not (own_flags & HAS_CHILD):
                 new_ex.append(enid)
             tx.put("rooms", room, tuple(new_ex))
-        for pnid in prev_nids:
-            # Unknown prevs too: when one arrives later it already has a child.
-            f = events.flags(tx, pnid)
-            if not f & HAS_CHILD:
-                events.set_flags(tx, pnid, f | HAS_CHILD)
+        if missing or unsettled:
+            # HAS_CHILD is read only when an event whose NID existed already is
+            # added: a prev not stored yet, or an outlier whose state arrives.
+            for pnid, prec in zip(prev_nids, prev_recs):
+                if prec is None or prec.flags & OUTLIER:
+                    f = events.flags(tx, pnid)
+                    if not f & HAS_CHILD:
+                        events.set_flags(tx, pnid, f | HAS_CHILD)
         return new
 
     def _count_new(self, tx, n_events, n_state):
