@@ -62,6 +62,7 @@ _DBS = (
 )
 _STATE_DBS = ("blocks", "block_hashes", "snapshots", "snapshot_hashes")
 _U64 = struct.Struct(">Q")
+_EMPTY = {}
 _COUNT_EVENTS = b"count:events"
 _COUNT_STATE = b"count:state_events"
 
@@ -581,11 +582,19 @@ class StateStore:
         enid, fresh = events.lookup_or_assign(tx, eid)
         known_nid = not fresh
         existing = None if fresh else events.get(tx, enid)
-        room = ids.to_nid[ROOM].get(p.room_id) or ids.assign(tx, ROOM, p.room_id)
-        type_nid = ids.to_nid[TYPE].get(p.type) or ids.assign(tx, TYPE, p.type)
+        # Committed NIDs are in the process caches, this transaction's in its tables.
+        to_nid, pending = ids.to_nid, tx.pending
+        room = to_nid[ROOM].get(p.room_id) or pending.get("nid:r", _EMPTY).get(p.room_id)
+        if not room:
+            room = ids.assign(tx, ROOM, p.room_id)
+        type_nid = to_nid[TYPE].get(p.type) or pending.get("nid:t", _EMPTY).get(p.type)
+        if not type_nid:
+            type_nid = ids.assign(tx, TYPE, p.type)
         skey_nid = 0
         if p.state_key is not None:
-            skey_nid = ids.to_nid[STATE_KEY].get(p.state_key) or ids.assign(tx, STATE_KEY, p.state_key)
+            skey_nid = to_nid[STATE_KEY].get(p.state_key) or pending.get("nid:k", _EMPTY).get(p.state_key)
+            if not skey_nid:
+                skey_nid = ids.assign(tx, STATE_KEY, p.state_key)
 
         prev_nids = []
         prev_recs = []
