@@ -6,7 +6,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._core import (
+    MAX_DEPTH,
+    MAX_PREVS,
+    MEMBERSHIP_CODE,
+    MEMBERSHIPS,
+    OTHER_MEMBERSHIP,
+    ParsedEvent,
     pack_event_id,
+    parse_common,
     pack_record,
     pack_uvarints,
     record_event_ids,
@@ -18,36 +25,15 @@ from .errors import InvalidEventError, RoomStateError
 from .ids import decode, encode
 from .txn import BoundedCache
 
-MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
-MEMBERSHIP_CODE = {m: i for i, m in enumerate(MEMBERSHIPS, start=1)}
-OTHER_MEMBERSHIP = 7  # a membership string outside the five the spec defines
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
 IS_STATE, REJECTED, OUTLIER, PLACEHOLDER = 1, 2, 4, 16
 HASH_ID = 32  # record flag: the event ID is "$" + the unpadded base64url of the 32 stored bytes
 
-MAX_DEPTH = 2**63 - 1
-MAX_PREVS = 65535
 
 _U64 = struct.Struct(">Q")
 CHUNK = 1000  # events per flag chunk: four chunks fill a 4 KiB page
-
-
-class Parsed:
-    """A validated event: only the fields the engine reads."""
-
-    __slots__ = ("event_id", "room_id", "type", "state_key", "prev_ids", "depth", "rejected", "membership")
-
-    def __init__(self, event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership):
-        self.event_id = event_id
-        self.room_id = room_id
-        self.type = type_
-        self.state_key = state_key
-        self.prev_ids = prev_ids
-        self.depth = depth
-        self.rejected = rejected
-        self.membership = membership
 
 
 def _string(ev, field, event_id, required=True):
@@ -63,6 +49,14 @@ def _string(ev, field, event_id, required=True):
 
 def parse(ev):
     """Validate an event mapping; raise :class:`InvalidEventError` naming the field."""
+    p = parse_common(ev)
+    if p is not None:
+        return p
+    return _parse(ev)
+
+
+def _parse(ev):
+    """The full validation: any shape a mapping may take, with an error for each fault."""
     if type(ev) is not dict and not isinstance(ev, Mapping):
         raise InvalidEventError("event", f"must be a mapping, got {type(ev).__name__}")
     get = ev.get
@@ -136,7 +130,7 @@ def parse(ev):
                     "content.membership", f"must be a string, got {type(m).__name__}", event_id
                 )
             membership = MEMBERSHIP_CODE.get(m, OTHER_MEMBERSHIP)
-    return Parsed(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
+    return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
 
 
 def _pack_id(event_id):

@@ -1,12 +1,9 @@
-from ._core import pack_event_id as pack_event_id, pack_uvarints as pack_uvarints, unpack_event_id as unpack_event_id, unpack_uvarints as unpack_uvarints
+from ._core import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common, pack_event_id as pack_event_id, pack_uvarints as pack_uvarints, unpack_event_id as unpack_event_id, unpack_uvarints as unpack_uvarints
 from .errors import InvalidEventError as InvalidEventError, RoomStateError as RoomStateError
 from .ids import decode as decode, encode as encode
 from .txn import BoundedCache as BoundedCache
 from _typeshed import Incomplete
 
-MEMBERSHIPS: Incomplete
-MEMBERSHIP_CODE: Incomplete
-OTHER_MEMBERSHIP: int
 MEMBERSHIP_MASK: int
 HAS_CHILD: int
 IS_STATE: Incomplete
@@ -14,22 +11,10 @@ REJECTED: Incomplete
 OUTLIER: Incomplete
 PLACEHOLDER: Incomplete
 HASH_ID: int
-MAX_DEPTH: Incomplete
-MAX_PREVS: int
 CHUNK: int
 
-class Parsed:
-    event_id: Incomplete
-    room_id: Incomplete
-    type: Incomplete
-    state_key: Incomplete
-    prev_ids: Incomplete
-    depth: Incomplete
-    rejected: Incomplete
-    membership: Incomplete
-    def __init__(self, event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership) -> None: ...
 
-def parse(ev): ...
+def parse(ev: object) -> ParsedEvent: ...
 
 class Record:
     flags: Incomplete

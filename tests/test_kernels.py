@@ -237,3 +237,40 @@ def test_record_event_ids_in_bulk(rows):
 
     raws = [Record(1, 0, 1, 1, 1, 1, 1, 1, tuple(prevs), eid).pack(nid) for nid, prevs, eid in rows]
     assert _core.record_event_ids(raws) == [eid for _, _, eid in rows]
+
+
+_ids = st.text(max_size=6) | st.sampled_from(["$a", "$b", "$c"])
+_junk = st.none() | st.integers(-2, 2**64) | st.booleans() | st.text(max_size=4) | st.lists(st.text(max_size=3), max_size=2)
+_event = st.fixed_dictionaries(
+    {"event_id": _ids, "room_id": _ids | _junk, "type": st.sampled_from(["m.room.member", "m.room.topic", "x"]) | _junk},
+    optional={
+        "state_key": _ids | _junk,
+        "prev_events": st.lists(_ids | _junk, max_size=12) | _junk,
+        "depth": _junk,
+        "rejected": _junk,
+        "content": st.fixed_dictionaries({}, optional={"membership": st.sampled_from(["join", "leave", "zzz"]) | _junk})
+        | _junk,
+    },
+)
+
+
+def _fields(p):
+    return (p.event_id, p.room_id, p.type, p.state_key, p.prev_ids, p.depth, p.rejected, p.membership)
+
+
+@settings(max_examples=400)
+@given(_event)
+def test_the_fast_parse_path_agrees_with_the_full_validation(ev):
+    """parse_common takes only what it is sure of (None sends the rest to the full
+    validation, which names the field of any error), and agrees with it."""
+    from roomstate.errors import InvalidEventError
+    from roomstate.events import _parse
+
+    fast = _core.parse_common(ev)
+    try:
+        slow = _parse(ev)
+    except InvalidEventError:
+        assert fast is None
+    else:
+        if fast is not None:
+            assert _fields(fast) == _fields(slow)
