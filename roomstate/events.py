@@ -1,5 +1,6 @@
 """Event input validation, event records, and the per-event flag column."""
 import hashlib
+from hashlib import blake2b
 import struct
 from collections.abc import Mapping
 
@@ -251,14 +252,14 @@ class EventTable:
         """
         nid = self.to_nid.get(event_id)
         if nid is None:
-            nid = tx.get("enid", event_id)
+            enid = tx.table("enid")
+            nid = enid.get(event_id)
         if nid is not None:
             return nid, False
-        raw = encode(event_id)
-        key = _hash_key(raw, 8)
+        key = blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
         nid = self.ids.next_nid(tx, b"e")
         if tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db, overwrite=False):
-            tx.put("enid", event_id, nid)
+            enid[event_id] = nid  # a write-through cache: no undo needed
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
         nid = self.lookup(tx, event_id)

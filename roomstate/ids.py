@@ -33,6 +33,7 @@ MEMBER_TYPE_NID = 5
 EMPTY_STATE_KEY_NID = 1
 
 _SHORT = 32
+_NEXT = {k: b"next:" + k for k in (b"r", b"e", b"t", b"k", b"b", b"s")}
 _U64 = struct.Struct(">Q")
 
 
@@ -155,12 +156,15 @@ class IdMaps:
 
     def next_nid(self, tx, kind):
         """Allocate a NID of ``kind`` (also used for blocks and snapshots)."""
-        name = b"next:" + kind
-        cur = tx.get("meta", name)
+        name = _NEXT.get(kind) or b"next:" + kind
+        meta = tx.table("meta")
+        cur = meta.get(name)
         if cur is None:
             raw = tx.txn.get(name, db=self.meta_db)
             cur = _U64.unpack(raw)[0] if raw is not None else 1
-        tx.put("meta", name, cur + 1)
+        if tx.undo is not None:
+            tx.save("meta", name)
+        meta[name] = cur + 1
         return cur
 
     def unallocate(self, tx, kind, nid):
