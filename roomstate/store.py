@@ -261,7 +261,13 @@ class StateStore:
         self._write_lock = self._shared.write_lock
         self._closed = False
         try:
-            self._open_dbs()
+            while True:
+                try:
+                    self._open_dbs()
+                    break
+                except lmdb.MapResizedError:
+                    # Another process grew the map since this one mapped the file.
+                    self._gate.resize(lambda: self.env.set_mapsize(0))
         except BaseException:
             self._closed = True
             self._shared.release()

@@ -34,6 +34,20 @@ def finish(proc, timeout=120):
     return out
 
 
+def finish_all(procs, timeout=120):
+    """Wait for every child (closing its pipes) before judging any of them."""
+    results = []
+    for proc in procs:
+        try:
+            results.append(proc.communicate(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            results.append(proc.communicate())
+    for proc, (_, err) in zip(procs, results):
+        assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
+    return [out for out, _ in results]
+
+
 def run_threads(targets):
     errors = []
 
@@ -148,7 +162,7 @@ def test_reader_processes_see_only_whole_batches_while_the_map_grows(tmp_path):
             final_map = store.env.info()["map_size"]
         finally:
             stop.write_text("stop")
-            results = [json.loads(finish(p).strip().splitlines()[-1]) for p in readers]
+            results = [json.loads(out.strip().splitlines()[-1]) for out in finish_all(readers)]
     for r in results:
         assert r["errors"] == [], r
         assert r["checks"] >= 10, r
@@ -171,7 +185,7 @@ def test_two_writer_processes_serialise_without_corruption(tmp_path):
         spawn("import", path, n, 1, 250, 1, TINY_MAP),  # the same history: every add is a no-op or the first
         spawn("batches", path, 0, 60, 20),
     ]
-    outs = [finish(p) for p in procs]
+    outs = finish_all(procs)
     assert all(o.strip().endswith("done") for o in outs)
 
     events = list(workloads.hq(n, seed=1, room_id=hp.hq_room(1)))
