@@ -466,10 +466,6 @@ class StateStore:
                 return result
 
     def _flush(self, tx):
-        counts = tx.pending.get("counts")
-        if counts:
-            for key, n in counts.items():
-                self._count(tx, key, n)
         meta = tx.pending.get("meta")
         if meta:
             for key, value in meta.items():
@@ -487,19 +483,13 @@ class StateStore:
         self._events.publish(pending)
 
     def _count(self, tx, key, delta):
-        cur = tx.get("meta", key)
-        if cur is None:
-            raw = tx.txn.get(key, db=self._db["meta"])
-            cur = _U64.unpack(raw)[0] if raw is not None else 0
-        tx.put("meta", key, cur + delta)
+        tx.put("meta", key, self._meta_count(tx, key) + delta)
 
     def _meta_count(self, tx, key):
         cur = tx.get("meta", key) if tx.write else None
         if cur is None:
             raw = tx.txn.get(key, db=self._db["meta"])
             cur = _U64.unpack(raw)[0] if raw is not None else 0
-        if tx.write:
-            cur += tx.get("counts", key, 0)
         return cur
 
     # -- writes ----------------------------------------------------------------
@@ -536,20 +526,7 @@ class StateStore:
 
                 bar = tqdm(unit="ev", desc="import", disable=None)
             try:
-                n = n_new = n_state = 0
-                add = self._add
-                for ev in itertools.chain(seen.items, seen.remembering(source)):
-                    code = add(tx, ev, False, None, resolver)
-                    n += 1
-                    if n % TRIM_EVERY == 0:
-                        tx.trim()  # keep a long transaction's caches bounded
-                    if code:
-                        n_new += 1
-                        n_state += code >> 1
-                    if bar is not None:
-                        bar.update(1)
-                self._count_new(tx, n_new, n_state)
-                return n
+                return self._add_all(tx, itertools.chain(seen.items, seen.remembering(source)), resolver, bar)
             finally:
                 if bar is not None:
                     bar.close()
@@ -704,14 +681,31 @@ class StateStore:
     def _count_new(self, tx, n_events, n_state):
         """Add to the stored event counts (``_add`` returns 1 for a new event, 3 for a new state event)."""
         if n_events:
-            tx.put("counts", _COUNT_EVENTS, tx.get("counts", _COUNT_EVENTS, 0) + n_events)
+            self._count(tx, _COUNT_EVENTS, n_events)
         if n_state:
-            tx.put("counts", _COUNT_STATE, tx.get("counts", _COUNT_STATE, 0) + n_state)
+            self._count(tx, _COUNT_STATE, n_state)
 
     def _add_one(self, tx, ev, outlier, given, resolver):
         new = self._add(tx, ev, outlier, given, resolver)
         if new:
             self._count_new(tx, 1, new >> 1)
+
+    def _add_all(self, tx, events, resolver, bar=None):
+        """Add events in order in ``tx``; how many there were."""
+        n = n_new = n_state = 0
+        add = self._add
+        for ev in events:
+            code = add(tx, ev, False, None, resolver)
+            n += 1
+            if n % TRIM_EVERY == 0:
+                tx.trim()  # keep a long transaction's caches bounded
+            if code:
+                n_new += 1
+                n_state += code >> 1
+            if bar is not None:
+                bar.update(1)
+        self._count_new(tx, n_new, n_state)
+        return n
 
     def _check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags):
         def differ(field, reason):
@@ -1164,15 +1158,4 @@ class Batch:
         resolver = self._resolver if resolver is None else _resolve_resolver(resolver)
         store = self._store
         events = list(events)
-
-        def op(tx):
-            n_new = n_state = 0
-            for ev in events:
-                code = store._add(tx, ev, False, None, resolver)
-                if code:
-                    n_new += 1
-                    n_state += code >> 1
-            store._count_new(tx, n_new, n_state)
-            return len(events)
-
-        return self._run(op)
+        return self._run(lambda tx: store._add_all(tx, events, resolver))

@@ -17,7 +17,7 @@ write-through caches are dropped (they refill from LMDB, which the abort
 rolled back).
 """
 
-DIRTY = frozenset(("meta", "rooms", "flags", "counts"))
+DIRTY = frozenset(("meta", "rooms", "flags"))
 _MISSING = object()
 
 
