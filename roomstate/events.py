@@ -1,5 +1,4 @@
 """Event input validation, event records, and the per-event flag column."""
-import hashlib
 from hashlib import blake2b
 import struct
 from collections.abc import Mapping
@@ -199,7 +198,7 @@ class Record:
 
 
 def _hash_key(raw, size):
-    return hashlib.blake2b(raw, digest_size=size).digest()
+    return blake2b(raw, digest_size=size).digest()
 
 
 class EventTable:
@@ -219,7 +218,6 @@ class EventTable:
         self.cache = BoundedCache(cache_items)
         self.to_nid = BoundedCache(500_000)
         self.to_str = BoundedCache(500_000)
-        self.free_key = None
 
     # -- event IDs ---------------------------------------------------------
     def lookup(self, tx, event_id):
@@ -236,7 +234,6 @@ class EventTable:
             key = _hash_key(raw, size)
             val = tx.txn.get(key, db=self.ids_db)
             if val is None:
-                self.free_key = (event_id, key)  # where assign_new may put it
                 return 0
             nid = unpack_uvarints(val, 1)[0][0]
             if self.event_id(tx, nid) == event_id:
@@ -256,7 +253,7 @@ class EventTable:
             nid = enid.get(event_id)
         if nid is not None:
             return nid, False
-        key = blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        key = _hash_key(encode(event_id), 8)
         nid = self.ids.next_nid(tx, b"e")
         if tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db, overwrite=False):
             enid[event_id] = nid  # a write-through cache: no undo needed
@@ -275,14 +272,10 @@ class EventTable:
 
     def assign_new(self, tx, event_id):
         """A NID for an event ID that :meth:`lookup` has just not found."""
-        free, self.free_key = self.free_key, None
-        if free is not None and free[0] == event_id:
-            key = free[1]
-        else:
-            raw = encode(event_id)
-            key = _hash_key(raw, 8)
-            if tx.txn.get(key, db=self.ids_db) is not None:
-                key = _hash_key(raw, 16)
+        raw = encode(event_id)
+        key = _hash_key(raw, 8)
+        if tx.txn.get(key, db=self.ids_db) is not None:
+            key = _hash_key(raw, 16)  # its 8-byte digest names another ID
         nid = self.ids.next_nid(tx, b"e")
         tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db)
         self._remember(tx, event_id, nid)

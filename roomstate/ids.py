@@ -18,6 +18,7 @@ from .txn import BoundedCache
 
 ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
 KINDS = (ROOM, EVENT, TYPE, STATE_KEY)
+_OWN_KINDS = (ROOM, TYPE, STATE_KEY)  # event IDs live in the EventTable
 
 #: Type NIDs preassigned as in Dendrite, and the empty state key.
 PREASSIGNED_TYPES = (
@@ -68,8 +69,8 @@ class IdMaps:
         self.names_db = names_db
         self.meta_db = meta_db
         self.events = None  # the EventTable, set by the store
-        self.to_nid = {k: BoundedCache(cache_limit) for k in KINDS}
-        self.to_str = {k: BoundedCache(cache_limit) for k in KINDS}
+        self.to_nid = {k: BoundedCache(cache_limit) for k in _OWN_KINDS}
+        self.to_str = {k: BoundedCache(cache_limit) for k in _OWN_KINDS}
 
     # -- reads -------------------------------------------------------------
     def lookup(self, tx, kind, s):
@@ -192,7 +193,7 @@ class IdMaps:
 
     def publish(self, pending):
         """After a commit: move this transaction's new mappings into the caches."""
-        for kind in (ROOM, TYPE, STATE_KEY):
+        for kind in _OWN_KINDS:
             k = kind.decode()
             fwd = pending.get("nid:" + k)
             if fwd:

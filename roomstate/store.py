@@ -192,8 +192,7 @@ class _Reading:
             self.own = False
             self.tx = tx
             return tx
-        if store._closed:
-            raise RoomStateError("the store is closed")
+        store._check_open()
         self.own = True
         self.tx = ReadTx(store._begin_read, store._gate.leave)
         return self.tx
@@ -266,8 +265,7 @@ class StateStore:
                     self._open_dbs()
                     break
                 except lmdb.MapResizedError:
-                    # Another process grew the map since this one mapped the file.
-                    self._gate.resize(lambda: self.env.set_mapsize(0))
+                    self._adopt_map_size()
         except BaseException:
             self._closed = True
             self._shared.release()
@@ -385,9 +383,8 @@ class StateStore:
         try:
             return self.env.begin(buffers=True)
         except lmdb.MapResizedError:
-            # Another process grew the map; adopt its size.
             self._gate.leave()
-            self._gate.resize(lambda: self.env.set_mapsize(0))
+            self._adopt_map_size()
             self._gate.enter()
             try:
                 return self.env.begin(buffers=True)
@@ -397,6 +394,10 @@ class StateStore:
         except BaseException:
             self._gate.leave()
             raise
+
+    def _adopt_map_size(self):
+        """Another process grew the map: map the file at its new size."""
+        self._gate.resize(lambda: self.env.set_mapsize(0))
 
     def _grow(self):
         size = self.env.info()["map_size"] * 2
@@ -413,7 +414,7 @@ class StateStore:
         try:
             return Tx(self.env.begin(write=True, buffers=True), True)
         except lmdb.MapResizedError:
-            self._gate.resize(lambda: self.env.set_mapsize(0))
+            self._adopt_map_size()
             return Tx(self.env.begin(write=True, buffers=True), True)
 
     def _commit_top(self, tx):
