@@ -753,6 +753,16 @@ cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
     return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)
 
 
+cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v) noexcept nogil:
+    """Decode a record's nine header varints into ``v``; the position after them, or -1."""
+    cdef Py_ssize_t pos = 0, i
+    for i in range(9):
+        pos = _get_varint(raw, n, pos, &v[i])
+        if pos < 0:
+            return -1
+    return pos
+
+
 def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                 uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
                 bytes tail):
@@ -781,15 +791,14 @@ def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room
 
 def unpack_record(const unsigned char[::1] raw, uint64_t nid):
     """``(flags, membership, room, type, state_key, depth, before, after, prevs, tail_offset)``."""
-    cdef Py_ssize_t n = raw.shape[0], pos = 0, i
+    cdef Py_ssize_t n = raw.shape[0], pos, i
     cdef uint64_t v[9]
     cdef uint64_t z
     if n == 0:
         raise ValueError("empty event record")
-    for i in range(9):
-        pos = _get_varint(&raw[0], n, pos, &v[i])
-        if pos < 0:
-            raise ValueError("truncated event record")
+    pos = _record_head(&raw[0], n, v)
+    if pos < 0:
+        raise ValueError("truncated event record")
     cdef uint64_t after = v[6] if v[7] == 0 else v[6] + <uint64_t>_unzigzag(v[7] - 1)
     cdef list prevs = []
     for i in range(<Py_ssize_t>v[8]):
@@ -814,13 +823,11 @@ def record_event_ids(list raws):
     for obj in raws:
         raw = obj
         n = raw.shape[0]
-        pos = 0
         if n == 0:
             raise ValueError("empty event record")
-        for i in range(9):
-            pos = _get_varint(&raw[0], n, pos, &v[i])
-            if pos < 0:
-                raise ValueError("truncated event record")
+        pos = _record_head(&raw[0], n, v)
+        if pos < 0:
+            raise ValueError("truncated event record")
         for i in range(<Py_ssize_t>v[8]):
             pos = _get_varint(&raw[0], n, pos, &z)
             if pos < 0:
