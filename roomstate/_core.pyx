@@ -48,16 +48,23 @@ cdef inline uint64_t key_of(const Entry* e) noexcept nogil:
     return ((<uint64_t>e.type) << 32) | e.state_key
 
 
-cdef const Entry[::1] _view(object arr) except *:
-    """A typed view of ``arr``, which must be a 1-d entry array."""
-    if not isinstance(arr, np.ndarray):
-        raise TypeError(f"expected a numpy array of ENTRY_DTYPE, got {type(arr).__name__}")
-    if arr.dtype != ENTRY_DTYPE:
+cdef cnp.ndarray _entries(object obj):
+    """``obj`` checked to be a 1-d entry array, made C-contiguous if it is not."""
+    if not isinstance(obj, np.ndarray):
+        raise TypeError(f"expected a numpy array of ENTRY_DTYPE, got {type(obj).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>obj
+    if arr.dtype is not ENTRY_DTYPE and arr.dtype != ENTRY_DTYPE:
         raise TypeError(f"expected dtype {ENTRY_DTYPE}, got {arr.dtype}")
-    if arr.ndim != 1:
-        raise ValueError(f"expected a 1-d entry array, got {arr.ndim} dimensions")
-    if not arr.flags.c_contiguous:
+    if cnp.PyArray_NDIM(arr) != 1:
+        raise ValueError(f"expected a 1-d entry array, got {cnp.PyArray_NDIM(arr)} dimensions")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         arr = np.ascontiguousarray(arr)
+    return arr
+
+
+cdef const Entry[::1] _view(object obj) except *:
+    """A typed view of ``obj``, which must be a 1-d entry array."""
+    arr = _entries(obj)
     if arr.shape[0] == 0:
         # A zero-length buffer has no usable pointer; callers check lengths.
         arr = np.zeros(1, dtype=ENTRY_DTYPE)
@@ -259,17 +266,9 @@ cdef Layer* _layers(list arrays, list views) except NULL:
         raise MemoryError()
     try:
         for i in range(k):
-            obj = arrays[i]
-            if not isinstance(obj, np.ndarray):
-                raise TypeError(f"expected a numpy array of ENTRY_DTYPE, got {type(obj).__name__}")
-            arr = <cnp.ndarray>obj
-            if arr.dtype is not ENTRY_DTYPE and arr.dtype != ENTRY_DTYPE:
-                raise TypeError(f"expected dtype {ENTRY_DTYPE}, got {arr.dtype}")
-            if cnp.PyArray_NDIM(arr) != 1:
-                raise ValueError(f"expected a 1-d entry array, got {cnp.PyArray_NDIM(arr)} dimensions")
-            if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-                arr = np.ascontiguousarray(arr)
-                views.append(arr)
+            arr = _entries(arrays[i])
+            if arr is not arrays[i]:
+                views.append(arr)  # a contiguous copy: keep it alive
             layers[i].data = <const Entry*>cnp.PyArray_DATA(arr)
             layers[i].n = cnp.PyArray_DIM(arr, 0)
             layers[i].pos = 0
