@@ -117,28 +117,15 @@ class _Gate:
                 self._cv.notify_all()
 
 
-class _Reiterable:
-    """A sequence read from the start at every retry."""
-
-    def __init__(self, seq):
-        self.seq = seq
-
-    def __iter__(self):
-        return iter(self.seq)
-
-
 class _Replay:
-    """The items an iterator gave, up to ``limit`` of them."""
+    """The items an iterator gave, up to ``limit`` of them (or a sequence, read again)."""
 
-    def __init__(self, limit):
-        self.items = []
+    def __init__(self, limit, items=None):
+        self.items = [] if items is None else items
         self.limit = limit
         self.overflowed = False
 
     def remembering(self, source):
-        if isinstance(source, _Reiterable):
-            yield from source
-            return
         items = self.items
         for item in source:
             if not self.overflowed:
@@ -506,8 +493,8 @@ class StateStore:
         # read again; an iterator's events are kept, up to REPLAY_LIMIT of
         # them (a long call's memory must not grow with it).
         if isinstance(events, Sequence):
-            seen = _Replay(0)
-            source = _Reiterable(events)
+            seen = _Replay(0, events)
+            source = iter(())
         else:
             seen = _Replay(REPLAY_LIMIT)
             source = iter(events)
