@@ -10,6 +10,7 @@ from ._core import (
     MAX_PREVS,
     MEMBERSHIP_CODE,
     MEMBERSHIPS,
+    NameCache,
     OTHER_MEMBERSHIP,
     ParsedEvent,
     pack_event_id,
@@ -217,7 +218,7 @@ class EventTable:
         self.ids = ids
         self.cache = BoundedCache(cache_items)
         self.to_nid = BoundedCache(500_000)
-        self.to_str = BoundedCache(500_000)
+        self.to_str = NameCache(500_000)
 
     # -- event IDs ---------------------------------------------------------
     def lookup(self, tx, event_id):

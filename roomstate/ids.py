@@ -13,6 +13,7 @@ import struct
 
 import numpy as np
 
+from ._core import NameCache
 from .errors import RoomStateError
 from .txn import BoundedCache
 
@@ -70,7 +71,9 @@ class IdMaps:
         self.meta_db = meta_db
         self.events = None  # the EventTable, set by the store
         self.to_nid = {k: BoundedCache(cache_limit) for k in _OWN_KINDS}
-        self.to_str = {k: BoundedCache(cache_limit) for k in _OWN_KINDS}
+        self.to_str = {k: NameCache(cache_limit) for k in _OWN_KINDS}
+        # (type, state_key) tuples by ``type NID << 32 | state key NID``, for StateMap
+        self.pairs = NameCache(cache_limit)
 
     # -- reads -------------------------------------------------------------
     def lookup(self, tx, kind, s):

@@ -1,5 +1,5 @@
 """Read-only views of a state, backed by numeric entries."""
-from collections.abc import Mapping
+from collections.abc import ItemsView, KeysView, Mapping, ValuesView
 
 import numpy as np
 
@@ -7,21 +7,22 @@ from . import _core
 from .ids import EVENT
 
 
-class StateMap(Mapping):
+class StateMap(_core.StateView, Mapping):
     """A read-only ``Mapping[(type, state_key), event_id]``.
 
     ``entries`` is the numpy structured array of ``(type, state_key, event)``
     NIDs sorted by key; strings are looked up only for what is read — one key
-    by binary search, or the whole map at once (in bulk) when it is iterated.
+    by binary search, or every entry at once (from the NID caches in one C
+    loop, what they miss in bulk) when the map is iterated.  Key tuples are
+    shared between maps of the same store.
     """
 
-    __slots__ = ("_store", "_entries", "_loader", "_dict")
+    __slots__ = ("_store", "_entries", "_loader")
 
     def __init__(self, store, entries=None, loader=None):
         self._store = store
         self._entries = entries
         self._loader = loader
-        self._dict = None
 
     @property
     def entries(self):
@@ -34,6 +35,7 @@ class StateMap(Mapping):
         return len(self.entries)
 
     def _index(self, key):
+        """The position of ``key`` in the entries (and the string lists), or -1."""
         if not (isinstance(key, tuple) and len(key) == 2):
             return -1
         type_, state_key = key
@@ -44,52 +46,42 @@ class StateMap(Mapping):
             return -1
         return _core.find(self.entries, tnid, knid)
 
-    def __getitem__(self, key):
-        if self._dict is not None:
-            return self._dict[key]
-        i = self._index(key)
-        if i < 0:
-            raise KeyError(key)
+    def _event_id(self, i):
         return self._store._names(EVENT, [int(self.entries[i]["event"])])[0]
 
     def __contains__(self, key):
-        if self._dict is not None:
-            return key in self._dict
         return self._index(key) >= 0
 
     def _strings(self):
-        """Every entry as strings, looked up in bulk once."""
-        if self._dict is None:
-            e = self.entries
-            types, skeys, events = self._store._names_of_entries(e)
-            self._dict = dict(zip(zip(types, skeys), events))
-        return self._dict
-
-    def __iter__(self):
-        return iter(self._strings())
+        """``(keys, event_ids)``: every entry's strings, listed once."""
+        if self._keys is None:
+            keys, values = self._store._state_strings(self.entries)
+            self._values = values  # before _keys: a reader checks _keys first
+            self._keys = keys
+        return self._keys, self._values
 
     def keys(self):
-        return self._strings().keys()
+        return _Keys(self)
 
     def items(self):
-        return self._strings().items()
+        return _Items(self)
 
     def values(self):
-        return self._strings().values()
+        return _Values(self)
 
     def event_ids(self):
         """Event IDs of every entry, in key order."""
-        return list(self._strings().values())
+        return list(self._strings()[1])
 
     def to_dict(self):
-        return dict(self._strings())
+        return dict(zip(*self._strings()))
 
     def __eq__(self, other):
         if isinstance(other, StateMap) and other._store is self._store:
             a, b = self.entries, other.entries
             return len(a) == len(b) and bool(np.array_equal(a, b))
         if isinstance(other, Mapping):
-            return self._strings() == dict(other.items())
+            return self.to_dict() == dict(other.items())
         return NotImplemented
 
     __hash__ = None
@@ -99,6 +91,28 @@ class StateMap(Mapping):
         if n <= 8:
             return f"StateMap({self.to_dict()!r})"
         return f"StateMap(<{n} entries>)"
+
+
+# Views iterating the listed strings directly (the abc views yield one item at a time).
+class _Keys(KeysView):
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping)
+
+
+class _Items(ItemsView):
+    __slots__ = ()
+
+    def __iter__(self):
+        return zip(*self._mapping._strings())
+
+
+class _Values(ValuesView):
+    __slots__ = ()
+
+    def __iter__(self):
+        return iter(self._mapping._strings()[1])
 
 
 class StateDiff:

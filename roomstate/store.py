@@ -1058,14 +1058,30 @@ class StateStore:
         return total
 
     # for StateMap: strings of NIDs, outside or inside a transaction
-    def _names_of_entries(self, entries):
-        with self._reading() as tx:
-            names = self._ids.names
-            return (
-                names(tx, TYPE, entries["type"]),
-                names(tx, STATE_KEY, entries["state_key"]),
-                names(tx, EVENT, entries["event"]),
-            )
+    def _state_strings(self, entries):
+        """The ``(type, state_key)`` keys and the event IDs of entries, as two lists.
+
+        Answered from the NID caches in one C loop when they hold every string
+        (a warm store); what they miss is read in bulk.
+        """
+        self._check_open()  # cached strings too: a closed store answers nothing
+        ids, events = self._ids, self._events
+        keys, values, missing = _core.state_names(
+            entries, ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str
+        )
+        if missing:
+            with self._reading() as tx:
+                at = [i for i, k in enumerate(keys) if k is None]
+                if at:
+                    sub = entries[at]
+                    pairs = zip(ids.names(tx, TYPE, sub["type"]), ids.names(tx, STATE_KEY, sub["state_key"]))
+                    for i, pair in zip(at, pairs):
+                        keys[i] = pair
+                at = [i for i, v in enumerate(values) if v is None]
+                if at:
+                    for i, event_id in zip(at, ids.names(tx, EVENT, entries["event"][at])):
+                        values[i] = event_id
+        return keys, values
 
     def _names(self, kind, nids):
         with self._reading() as tx:

@@ -274,3 +274,63 @@ def test_the_fast_parse_path_agrees_with_the_full_validation(ev):
     else:
         if fast is not None:
             assert _fields(fast) == _fields(slow)
+
+
+@settings(max_examples=200)
+@given(
+    st.integers(1, 40),
+    st.lists(st.tuples(st.sampled_from(["set", "get", "clear"]), st.integers(1, 2**64 - 1) | st.integers(1, 60)),
+             max_size=300),
+)
+def test_name_cache_is_a_bounded_map(limit, ops):
+    cache = _core.NameCache(limit)
+    model = {}
+    for i, (op, key) in enumerate(ops):
+        if op == "set":
+            if key not in model and len(model) >= limit:
+                model.clear()  # full: the cache empties before it takes a new key
+            cache[key] = model[key] = f"v{i}"
+        elif op == "clear":
+            cache.clear()
+            model.clear()
+        assert cache.get(key) == model.get(key)
+        assert (key in cache) == (key in model)
+        assert len(cache) == len(model) <= limit
+    for key, value in model.items():
+        assert cache[key] == value
+
+
+def test_name_cache_rejects_what_it_cannot_hold():
+    cache = _core.NameCache(4)
+    with pytest.raises(ValueError):
+        cache[0] = "x"
+    with pytest.raises(OverflowError):
+        cache[-1] = "x"
+    with pytest.raises(KeyError):
+        cache[7]
+    assert cache.get(7, "d") == "d" and 0 not in cache and "7" not in cache and 2**64 not in cache
+    with pytest.raises(ValueError):
+        _core.NameCache(0)
+    cache.update({1: "a", 2: "b"})
+    cache.publish({3: "c"})
+    assert [cache[k] for k in (1, 2, 3)] == ["a", "b", "c"] and cache.limit == 4
+
+
+@given(rows, st.sets(st.integers(1, 6)), st.sets(st.integers(1, 6)), st.sets(st.integers(0, 9)))
+def test_state_names_fills_what_the_caches_hold(rows, known_types, known_keys, known_events):
+    a = arr(rows)
+    pairs, types, skeys, events = (_core.NameCache(100) for _ in range(4))
+    for t in known_types:
+        types[t] = f"t{t}"
+    for k in known_keys:
+        skeys[k] = f"k{k}"
+    for e in known_events - {0}:
+        events[e] = f"${e}"
+    keys, values, missing = _core.state_names(a, pairs, types, skeys, events)
+    want_keys = [(f"t{t}", f"k{k}") if t in known_types and k in known_keys else None for t, k, _ in rows]
+    want_values = [f"${e}" if e in known_events and e else None for _, _, e in rows]
+    assert keys == want_keys and values == want_values
+    assert missing == want_keys.count(None) + want_values.count(None)
+    # key tuples are shared: a second read returns the same objects
+    again = _core.state_names(a, pairs, types, skeys, events)[0]
+    assert all(x is y for x, y in zip(again, keys) if x is not None)

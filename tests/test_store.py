@@ -92,6 +92,27 @@ def test_statemap_is_a_readonly_mapping(store):
     assert s.to_dict() == dict(s.items())
 
 
+def test_statemap_reads_in_any_order(store):
+    """dict(), items(), keys(), values() and lookups in any order or with equal
+    (not identical) keys all agree, warm or cold."""
+    for e in SIX:
+        store.add_event(e)
+    want = {("m.room.create", ""): "$1", ("m.room.member", "@alice:x"): "$5", ("m.room.member", "@bob:x"): "$3"}
+    for _ in range(2):  # the second round reads from the NID caches
+        s = store.state_after("$6")
+        assert s[("m.room.member", "@bob:x")] == "$3"  # before the strings are listed
+        assert dict(s) == want and s.to_dict() == want
+        assert list(s.keys()) == list(want) and list(s.values()) == list(want.values())
+        assert list(s.items()) == list(want.items()) and s.event_ids() == list(want.values())
+        for key in reversed(list(s)):
+            assert s[key] == want[key]
+            assert s[(str(key[0]), "".join(key[1]))] == want[key]
+        assert s.get(("m.room.topic", "")) is None and s.get(("m.room.create", "")) == "$1"
+        assert {k: s[k] for k in s} == want and dict(s) == want
+        with pytest.raises(KeyError):
+            s[("m.room.member", "@carol:x")]
+
+
 def test_types_filter(store):
     for e in SIX:
         store.add_event(e)
