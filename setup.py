@@ -3,7 +3,7 @@
 Compiler directives are set once here.  ``ROOMSTATE_DEBUG=1`` turns bounds,
 wraparound and initialisation checks back on, for debug and fuzz builds.
 
-Besides the kernels in ``_core.pyx``, the write and read paths (plain Python
+Besides the kernels in ``_core.pyx`` and ``_write.pyx``, the write and read paths (plain Python
 modules, listed in ``COMPILED``) are compiled by Cython too: the same source,
 about 1.5x faster per event.  ``ROOMSTATE_PURE=1`` leaves them as Python, for
 profiling and debugging.
@@ -27,14 +27,16 @@ directives = {
     "embedsignature": True,
 }
 
+# _core: kernels over entries; _write: kernels of the per-event write path.
 extensions = [
     Extension(
-        "roomstate._core",
-        ["roomstate/_core.pyx"],
+        f"roomstate.{name}",
+        [f"roomstate/{name}.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("ROOMSTATE_DEBUG", "1" if DEBUG else "0")],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     )
+    for name in ("_core", "_write")
 ]
 
 # Debug builds generate their C elsewhere, so a release build never reuses

@@ -19,6 +19,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
+from ._varint cimport _put_varint
+
 import numpy as np
 cimport numpy as cnp
 
@@ -549,16 +551,6 @@ def type_range(entries, uint32_t type_nid):
 # ---------------------------------------------------------------------------
 # varints: compact records for events and chain snapshots
 
-cdef inline Py_ssize_t _put_varint(unsigned char* out, uint64_t v) noexcept nogil:
-    cdef Py_ssize_t n = 0
-    while v >= 0x80:
-        out[n] = <unsigned char>((v & 0x7F) | 0x80)
-        v >>= 7
-        n += 1
-    out[n] = <unsigned char>v
-    return n + 1
-
-
 cdef inline Py_ssize_t _get_varint(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos, uint64_t* out) noexcept nogil:
     """Decode one varint at ``pos``; the new position, or -1 when truncated or too long."""
     cdef uint64_t v = 0
@@ -742,11 +734,7 @@ def single(uint32_t type_nid, uint32_t state_key_nid, uint64_t event_nid):
 
 
 # ---------------------------------------------------------------------------
-# event records (see roomstate.events.Record)
-
-cdef inline uint64_t _zigzag(int64_t v) noexcept nogil:
-    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
-
+# event records (see roomstate.events.Record; packed by roomstate._write.pack_record)
 
 cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
     return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)
@@ -760,32 +748,6 @@ cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v
         if pos < 0:
             return -1
     return pos
-
-
-def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
-                uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                bytes tail):
-    """Varints: flags, membership, room, type, state key, depth, before, after
-    (0 = same as before, else 1 + zigzag(after - before)), the prev count and
-    each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes)."""
-    cdef Py_ssize_t n = len(prevs), i, pos = 0, nt = len(tail)
-    cdef bytearray out = bytearray(10 * (9 + n) + nt)
-    cdef unsigned char* p = out
-    pos += _put_varint(p + pos, flags)
-    pos += _put_varint(p + pos, membership)
-    pos += _put_varint(p + pos, room)
-    pos += _put_varint(p + pos, type_nid)
-    pos += _put_varint(p + pos, state_key_nid)
-    pos += _put_varint(p + pos, depth)
-    pos += _put_varint(p + pos, before)
-    pos += _put_varint(p + pos, 0 if after == before else 1 + _zigzag(<int64_t>(after - before)))
-    pos += _put_varint(p + pos, <uint64_t>n)
-    for i in range(n):
-        pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
-    memcpy(p + pos, <const char*>tail, nt)
-    pos += nt
-    del out[pos:]
-    return bytes(out)
 
 
 def unpack_record(const unsigned char[::1] raw, uint64_t nid):

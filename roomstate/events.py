@@ -1,5 +1,4 @@
 """Event input validation, event records, and the per-event flag column."""
-from hashlib import blake2b
 import struct
 from collections.abc import Mapping
 
@@ -12,17 +11,15 @@ from ._core import (
     MEMBERSHIPS,
     OTHER_MEMBERSHIP,
     ParsedEvent,
-    pack_event_id,
     parse_common,
-    pack_record,
-    pack_uvarints,
     record_event_ids,
     unpack_event_id,
     unpack_record,
     unpack_uvarints,
 )
+from ._write import event_id_key, pack_event_record, uvarint
 from .errors import InvalidEventError, RoomStateError
-from .ids import decode, encode
+from .ids import decode
 from .txn import BoundedCache
 
 MEMBERSHIP_MASK = 0x07
@@ -133,14 +130,6 @@ def _parse(ev):
     return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
 
 
-def _pack_id(event_id):
-    """``(flag, bytes)`` for an event ID: room version 4+ IDs shrink from 44 to 32 bytes."""
-    raw = pack_event_id(event_id)
-    if raw is not None:
-        return HASH_ID, raw
-    return 0, encode(event_id)
-
-
 def _unpack_id(flags, raw):
     if flags & HASH_ID:
         return unpack_event_id(raw)
@@ -184,10 +173,10 @@ class Record:
         return bool(self.flags & OUTLIER)
 
     def pack(self, nid):
-        id_flag, id_bytes = _pack_id(self.event_id)
-        return pack_record(
-            nid, self.flags | id_flag, self.membership, self.room, self.type, self.state_key,
-            self.depth, self.before, self.after, self.prevs, id_bytes,
+        # Room version 4+ IDs shrink from 44 to 32 bytes (flag HASH_ID).
+        return pack_event_record(
+            nid, self.flags, self.membership, self.room, self.type, self.state_key,
+            self.depth, self.before, self.after, self.prevs, self.event_id, HASH_ID,
         )
 
     @classmethod
@@ -195,10 +184,6 @@ class Record:
         flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
         event_id = _unpack_id(flags, raw[off:])
         return cls(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
-
-
-def _hash_key(raw, size):
-    return blake2b(raw, digest_size=size).digest()
 
 
 class EventTable:
@@ -229,9 +214,8 @@ class EventTable:
             nid = tx.get("enid", event_id)
             if nid is not None:
                 return nid
-        raw = encode(event_id)
         for size in (8, 16):
-            key = _hash_key(raw, size)
+            key = event_id_key(event_id, size)
             val = tx.txn.get(key, db=self.ids_db)
             if val is None:
                 return 0
@@ -253,9 +237,9 @@ class EventTable:
             nid = enid.get(event_id)
         if nid is not None:
             return nid, False
-        key = _hash_key(encode(event_id), 8)
+        key = event_id_key(event_id, 8)
         nid = self.ids.next_nid(tx, b"e")
-        if tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db, overwrite=False):
+        if tx.txn.put(key, uvarint(nid), db=self.ids_db, overwrite=False):
             enid[event_id] = nid  # a write-through cache: no undo needed
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
@@ -272,12 +256,11 @@ class EventTable:
 
     def assign_new(self, tx, event_id):
         """A NID for an event ID that :meth:`lookup` has just not found."""
-        raw = encode(event_id)
-        key = _hash_key(raw, 8)
+        key = event_id_key(event_id, 8)
         if tx.txn.get(key, db=self.ids_db) is not None:
-            key = _hash_key(raw, 16)  # its 8-byte digest names another ID
+            key = event_id_key(event_id, 16)  # its 8-byte digest names another ID
         nid = self.ids.next_nid(tx, b"e")
-        tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db)
+        tx.txn.put(key, uvarint(nid), db=self.ids_db)
         self._remember(tx, event_id, nid)
         return nid
 

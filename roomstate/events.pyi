@@ -1,6 +1,7 @@
-from ._core import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common, pack_event_id as pack_event_id, pack_uvarints as pack_uvarints, unpack_event_id as unpack_event_id, unpack_uvarints as unpack_uvarints
+from ._core import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common, unpack_event_id as unpack_event_id, unpack_uvarints as unpack_uvarints
 from .errors import InvalidEventError as InvalidEventError, RoomStateError as RoomStateError
-from .ids import decode as decode, encode as encode
+from ._write import event_id_key as event_id_key, pack_event_record as pack_event_record, uvarint as uvarint
+from .ids import decode as decode
 from .txn import BoundedCache as BoundedCache
 from _typeshed import Incomplete
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _core
 from ._core import ENTRY_DTYPE
+from ._write import chain_link
 from .blocks import empty_entries, frozen
 from .errors import RoomStateError
 from .txn import BoundedCache
@@ -183,6 +184,18 @@ class SnapshotStore:
         nid, new = self._store(tx, record, True)
         if new:
             tx.put("snap", nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))
+        return nid
+
+    def derive_state(self, tx, parent, type_nid, state_key_nid, event_nid):
+        """``derive`` with the one entry of a state event: its chain link is packed without an entry array."""
+        c = self.components(tx, parent)
+        hops = c.hops + 1
+        weight = c.weight + 1
+        if hops > MAX_HOPS or weight > MAX_WEIGHT:
+            return self.derive(tx, parent, _core.single(type_nid, state_key_nid, event_nid))
+        record, delta = chain_link(_KIND_CHAIN, hops, weight, parent, type_nid, state_key_nid, event_nid)
+        nid, _ = self._store(tx, record, False)
+        tx.put("snap", nid, c.link(nid, delta, hops, weight))
         return nid
 
     def _compact(self, tx, blocks, sizes):

@@ -631,7 +631,7 @@ class StateStore:
                 else:
                     before = self._merge(tx, p.room_id, [r.after for r in prev_recs], resolver, store=True)
             if p.state_key is not None and not p.rejected:
-                after = self._snaps.derive(tx, before, _core.single(type_nid, skey_nid, enid))
+                after = self._snaps.derive_state(tx, before, type_nid, skey_nid, enid)
             else:
                 after = before
 

@@ -1,10 +1,13 @@
 """The Cython kernels against plain-Python references."""
+import base64
+import hashlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomstate import _core
+from roomstate import _core, _write
 from roomstate._core import ENTRY_DTYPE
 
 E = ENTRY_DTYPE
@@ -207,7 +210,7 @@ U64 = st.integers(0, 2**64 - 1)
 @given(U64, st.lists(U64, min_size=8, max_size=8), st.lists(U64, max_size=20), st.binary(max_size=50))
 def test_event_records_round_trip(nid, head, prevs, tail):
     flags, membership, room, type_, skey, depth, before, after = head
-    raw = _core.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
+    raw = _write.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
     *fields, off = _core.unpack_record(raw, nid)
     assert fields == [flags, membership, room, type_, skey, depth, before, after, tuple(prevs)]
     assert raw[off:] == tail
@@ -274,3 +277,47 @@ def test_the_fast_parse_path_agrees_with_the_full_validation(ev):
     else:
         if fast is not None:
             assert _fields(fast) == _fields(slow)
+
+
+# -- the write-path kernels (roomstate._write) against the general functions ----------
+
+_event_ids = st.text(max_size=200) | st.builds(
+    lambda b: "$" + base64.urlsafe_b64encode(b).decode().rstrip("="), st.binary(min_size=32, max_size=32)
+)
+
+
+@given(_event_ids, st.integers(1, 64))
+def test_event_id_key_is_hashlib_blake2b(event_id, size):
+    raw = event_id.encode("utf-8", "surrogatepass")
+    assert _write.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
+
+
+@given(st.integers(0, 2**64 - 1))
+def test_uvarint_is_pack_uvarints_of_one(value):
+    assert _write.uvarint(value) == _core.pack_uvarints((value,))
+
+
+@given(
+    _event_ids,
+    st.lists(st.integers(0, 2**40), min_size=8, max_size=8),
+    st.lists(st.integers(1, 2**40), max_size=40),
+)
+def test_pack_event_record_is_pack_record_of_the_packed_id(event_id, fields, prevs):
+    from roomstate.events import HASH_ID
+
+    nid = max(prevs, default=0) + 1
+    packed = _core.pack_event_id(event_id)
+    flag, tail = (HASH_ID, packed) if packed is not None else (0, event_id.encode("utf-8", "surrogatepass"))
+    flags, *rest = fields
+    expected = _write.pack_record(nid, flags | flag, *rest, tuple(prevs), tail)
+    assert _write.pack_event_record(nid, flags, *rest, tuple(prevs), event_id, HASH_ID) == expected
+
+
+@given(st.lists(st.integers(0, 2**62), min_size=4, max_size=4), st.integers(0, 2**32 - 1),
+       st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
+def test_chain_link_is_the_general_chain_record(head, type_nid, state_key_nid, event_nid):
+    record, delta = _write.chain_link(*head, type_nid, state_key_nid, event_nid)
+    expected = _core.single(type_nid, state_key_nid, event_nid)
+    assert record == _core.pack_uvarints((*head, 1)) + _core.pack_entries(expected)
+    assert delta.dtype == ENTRY_DTYPE and delta.tolist() == expected.tolist()
+    assert not delta.flags.writeable

@@ -1,0 +1,227 @@
+# cython: language_level=3
+"""Kernels of the write path: each replaces several Python-level steps of adding one event.
+
+The bytes they produce are exactly those of the general functions they stand
+for (``hashlib.blake2b``, ``_core.pack_uvarints`` + ``_core.pack_entries``);
+the tests compare them.
+
+>>> import hashlib
+>>> event_id_key("$abc:example.org", 8) == hashlib.blake2b(b"$abc:example.org", digest_size=8).digest()
+True
+"""
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy
+
+from ._varint cimport _put_varint, _zigzag
+
+cimport numpy as cnp
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsEncodedString
+
+from ._core import ENTRY_DTYPE, pack_event_id
+
+cnp.import_array()
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
+    void* PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+
+cdef extern from *:
+    """
+    /* BLAKE2b (RFC 7693), unkeyed, for short inputs: the digest of hashlib.blake2b. */
+    #include <stdint.h>
+    #include <string.h>
+
+    static const uint64_t rs_b2b_iv[8] = {
+        0x6A09E667F3BCC908ULL, 0xBB67AE8584CAA73BULL, 0x3C6EF372FE94F82BULL, 0xA54FF53A5F1D36F1ULL,
+        0x510E527FADE682D1ULL, 0x9B05688C2B3E6C1FULL, 0x1F83D9ABFB41BD6BULL, 0x5BE0CD19137E2179ULL};
+    static const uint8_t rs_b2b_sigma[12][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+        {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+        {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+        {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+        {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+        {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+        {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+        {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+        {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+    #define RS_ROTR64(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+    #define RS_B2B_G(a, b, c, d, x, y) do { \\
+        v[a] = v[a] + v[b] + (x); v[d] = RS_ROTR64(v[d] ^ v[a], 32); \\
+        v[c] = v[c] + v[d];       v[b] = RS_ROTR64(v[b] ^ v[c], 24); \\
+        v[a] = v[a] + v[b] + (y); v[d] = RS_ROTR64(v[d] ^ v[a], 16); \\
+        v[c] = v[c] + v[d];       v[b] = RS_ROTR64(v[b] ^ v[c], 63); } while (0)
+
+    static void rs_b2b_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
+        uint64_t v[16], m[16];
+        int i, j;
+        for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = rs_b2b_iv[i]; }
+        v[12] ^= t;
+        if (last) v[14] = ~v[14];
+        for (i = 0; i < 16; i++) {
+            uint64_t w = 0;
+            for (j = 7; j >= 0; j--) w = (w << 8) | block[8 * i + j];
+            m[i] = w;
+        }
+        for (i = 0; i < 12; i++) {
+            const uint8_t *s = rs_b2b_sigma[i];
+            RS_B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+            RS_B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+            RS_B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+            RS_B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+            RS_B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+            RS_B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+            RS_B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+            RS_B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+        }
+        for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+    }
+
+    /* outlen 1..64; any input length. */
+    static void rs_blake2b(uint8_t *out, int outlen, const uint8_t *in, size_t inlen) {
+        uint64_t h[8];
+        uint8_t block[128];
+        uint64_t t = 0;
+        int i;
+        for (i = 0; i < 8; i++) h[i] = rs_b2b_iv[i];
+        h[0] ^= 0x01010000ULL ^ (uint64_t)outlen;
+        while (inlen > 128) {
+            t += 128;
+            rs_b2b_compress(h, in, t, 0);
+            in += 128;
+            inlen -= 128;
+        }
+        memset(block, 0, sizeof block);
+        memcpy(block, in, inlen);
+        t += inlen;
+        rs_b2b_compress(h, block, t, 1);
+        for (i = 0; i < outlen; i++) out[i] = (uint8_t)(h[i >> 3] >> (8 * (i & 7)));
+    }
+    """
+    void rs_blake2b(uint8_t* out, int outlen, const uint8_t* data, size_t inlen) nogil
+
+
+cdef extern from *:
+    """
+    /* An empty 1-d array of a dtype; takes its own reference to the dtype (NewFromDescr steals one). */
+    static PyObject *rs_new_array(PyObject *descr, npy_intp n) {
+        Py_INCREF(descr);
+        return PyArray_NewFromDescr(&PyArray_Type, (PyArray_Descr *)descr, 1, &n, NULL, NULL, 0, NULL);
+    }
+    """
+    cnp.ndarray rs_new_array(object descr, cnp.npy_intp n)
+
+
+cdef bytes _utf8(s):
+    # surrogatepass, as roomstate.ids.encode: lone surrogates stay exact.
+    return PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")
+
+
+def event_id_key(event_id, int size):
+    """The ``size``-byte BLAKE2b digest of an event ID's UTF-8 bytes: its key in the event-ID index."""
+    if not isinstance(event_id, str):
+        raise TypeError(f"an event ID is a string, got {type(event_id).__name__}")
+    if not 1 <= size <= 64:
+        raise ValueError("a BLAKE2b digest has 1 to 64 bytes")
+    cdef uint8_t out[64]
+    cdef bytes raw
+    if PyUnicode_IS_COMPACT_ASCII(event_id):  # its characters are its UTF-8 bytes
+        rs_blake2b(out, size, <const uint8_t*>PyUnicode_DATA(event_id), PyUnicode_GET_LENGTH(event_id))
+    else:
+        raw = _utf8(event_id)
+        rs_blake2b(out, size, <const uint8_t*><const char*>raw, len(raw))
+    return PyBytes_FromStringAndSize(<char*>out, size)
+
+
+def uvarint(uint64_t value):
+    """One LEB128 varint (``pack_uvarints((value,))``)."""
+    cdef unsigned char out[10]
+    return PyBytes_FromStringAndSize(<char*>out, _put_varint(out, value))
+
+
+cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
+                        uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
+                        bytes tail):
+    cdef Py_ssize_t n = len(prevs), i, pos = 0, nt = len(tail)
+    cdef unsigned char small[256]
+    cdef bytearray big = None
+    cdef unsigned char* p = small
+    if 10 * (9 + n) + nt > 256:
+        big = bytearray(10 * (9 + n) + nt)
+        p = big
+    pos += _put_varint(p + pos, flags)
+    pos += _put_varint(p + pos, membership)
+    pos += _put_varint(p + pos, room)
+    pos += _put_varint(p + pos, type_nid)
+    pos += _put_varint(p + pos, state_key_nid)
+    pos += _put_varint(p + pos, depth)
+    pos += _put_varint(p + pos, before)
+    pos += _put_varint(p + pos, 0 if after == before else 1 + _zigzag(<int64_t>(after - before)))
+    pos += _put_varint(p + pos, <uint64_t>n)
+    for i in range(n):
+        pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
+    memcpy(p + pos, <const char*>tail, nt)
+    pos += nt
+    return PyBytes_FromStringAndSize(<char*>p, pos)
+
+
+def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
+                uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
+                bytes tail):
+    """An event record (``_core.unpack_record`` reads it back).
+
+    Varints: flags, membership, room, type, state key, depth, before, after
+    (0 = same as before, else 1 + zigzag(after - before)), the prev count and
+    each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes).
+    """
+    return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail)
+
+
+def pack_event_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
+                      uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
+                      event_id, uint64_t hash_flag):
+    """:func:`pack_record` of an event, its ID packed in the tail: the 32 bytes of a
+    room v4+ ID (and ``hash_flag`` set in ``flags``), else its UTF-8."""
+    packed = pack_event_id(event_id)
+    if packed is not None:
+        return _pack_record(nid, flags | hash_flag, membership, room, type_nid, state_key_nid, depth, before, after,
+                            prevs, <bytes>packed)
+    return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs,
+                        _utf8(event_id))
+
+
+cdef packed struct _Entry:
+    uint32_t type
+    uint32_t state_key
+    uint64_t event
+
+
+def chain_link(uint64_t kind, uint64_t hops, uint64_t weight, uint64_t parent, uint32_t type_nid,
+               uint32_t state_key_nid, uint64_t event_nid):
+    """``(record, delta)`` of a chain snapshot whose delta is one entry (a state event).
+
+    ``record`` is ``pack_uvarints((kind, hops, weight, parent, 1)) + pack_entries(delta)``;
+    ``delta`` the one-entry array, read-only.
+    """
+    cdef unsigned char out[80]
+    cdef Py_ssize_t pos = 0
+    pos += _put_varint(out + pos, kind)
+    pos += _put_varint(out + pos, hops)
+    pos += _put_varint(out + pos, weight)
+    pos += _put_varint(out + pos, parent)
+    pos += _put_varint(out + pos, 1)
+    pos += _put_varint(out + pos, type_nid)
+    pos += _put_varint(out + pos, state_key_nid)
+    pos += _put_varint(out + pos, event_nid)
+    cdef cnp.ndarray delta = rs_new_array(ENTRY_DTYPE, 1)
+    cdef _Entry* e = <_Entry*>cnp.PyArray_DATA(delta)
+    e.type = type_nid
+    e.state_key = state_key_nid
+    e.event = event_nid
+    cnp.PyArray_CLEARFLAGS(delta, cnp.NPY_ARRAY_WRITEABLE)
+    return PyBytes_FromStringAndSize(<char*>out, pos), delta
