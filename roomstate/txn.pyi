@@ -1,15 +1,17 @@
 from _typeshed import Incomplete
+from typing_extensions import disjoint_base
 
 DIRTY: Incomplete
 
+@disjoint_base
 class Tx:
     txn: Incomplete
-    write: Incomplete
-    parent: Incomplete
-    pending: Incomplete
-    undo: Incomplete
+    write: bool
+    parent: Tx | None
+    pending: dict
+    undo: dict | None
     last: Incomplete
-    def __init__(self, txn, write, parent=None) -> None: ...
+    def __init__(self, txn, write, parent: Tx | None = None) -> None: ...
     def table(self, name): ...
     def get(self, name, key, default=None): ...
     def put(self, name, key, value) -> None: ...
