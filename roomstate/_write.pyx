@@ -18,7 +18,7 @@ cimport numpy as cnp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_AsEncodedString
 
-from ._core import ENTRY_DTYPE, pack_event_id
+from ._core import ENTRY_DTYPE, pack_event_id, unpack_event_id, unpack_record
 
 cnp.import_array()
 
@@ -182,17 +182,72 @@ def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room
     return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail)
 
 
-def pack_event_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
-                      uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                      event_id, uint64_t hash_flag):
-    """:func:`pack_record` of an event, its ID packed in the tail: the 32 bytes of a
-    room v4+ ID (and ``hash_flag`` set in ``flags``), else its UTF-8."""
-    packed = pack_event_id(event_id)
-    if packed is not None:
-        return _pack_record(nid, flags | hash_flag, membership, room, type_nid, state_key_nid, depth, before, after,
-                            prevs, <bytes>packed)
-    return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs,
-                        _utf8(event_id))
+# Record flags.  HASH_ID: the event ID is "$" + the unpadded base64url of the
+# 32 stored bytes (room version 4+ IDs shrink from 44 to 32 bytes).
+IS_STATE, REJECTED, OUTLIER, PLACEHOLDER, HASH_ID = 1, 2, 4, 16, 32
+
+
+cdef class Record:
+    """A stored event: NIDs of its strings, its depth, and the snapshots around it.
+
+    Packed by :func:`pack_record`; the record is the event ID's reverse map
+    too.  A C class: one is made, packed and read for every event added.
+    """
+
+    cdef readonly uint64_t flags
+    cdef readonly uint64_t membership
+    cdef readonly uint64_t room
+    cdef readonly uint64_t type
+    cdef readonly uint64_t state_key
+    cdef readonly uint64_t depth
+    cdef readonly uint64_t before
+    cdef readonly uint64_t after
+    cdef readonly tuple prevs
+    cdef readonly object event_id
+
+    def __init__(self, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_, uint64_t state_key,
+                 uint64_t depth, uint64_t before, uint64_t after, tuple prevs, event_id):
+        self.flags = flags
+        self.membership = membership
+        self.room = room
+        self.type = type_
+        self.state_key = state_key
+        self.depth = depth
+        self.before = before
+        self.after = after
+        self.prevs = prevs
+        self.event_id = event_id
+
+    @property
+    def is_state(self):
+        return bool(self.flags & IS_STATE)
+
+    @property
+    def rejected(self):
+        return bool(self.flags & REJECTED)
+
+    @property
+    def outlier(self):
+        return bool(self.flags & OUTLIER)
+
+    def pack(self, uint64_t nid):
+        """The record's bytes; the event ID packed to 32 bytes when it can be (flag HASH_ID)."""
+        packed = pack_event_id(self.event_id)
+        if packed is not None:
+            return _pack_record(nid, self.flags | HASH_ID, self.membership, self.room, self.type, self.state_key,
+                                self.depth, self.before, self.after, self.prevs, <bytes>packed)
+        return _pack_record(nid, self.flags, self.membership, self.room, self.type, self.state_key,
+                            self.depth, self.before, self.after, self.prevs, _utf8(self.event_id))
+
+    @staticmethod
+    def unpack(raw, uint64_t nid):
+        flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
+        tail = raw[off:]
+        if flags & HASH_ID:
+            event_id = unpack_event_id(tail)
+        else:
+            event_id = bytes(tail).decode("utf-8", "surrogatepass")
+        return Record(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
 
 
 cdef packed struct _Entry:
@@ -225,3 +280,41 @@ def chain_link(uint64_t kind, uint64_t hops, uint64_t weight, uint64_t parent, u
     e.event = event_nid
     cnp.PyArray_CLEARFLAGS(delta, cnp.NPY_ARRAY_WRITEABLE)
     return PyBytes_FromStringAndSize(<char*>out, pos), delta
+
+
+cdef class Components:
+    """A snapshot resolved into its parts: blocks, then chain deltas oldest first
+    (see :mod:`roomstate.snapshots`).  A C class: each state event makes one."""
+
+    cdef readonly tuple blocks
+    cdef readonly tuple sizes
+    cdef readonly tuple links
+    cdef readonly tuple deltas
+    cdef readonly Py_ssize_t hops
+    cdef readonly Py_ssize_t weight
+    # One integer per part, to find the prefix two snapshots share.
+    cdef readonly tuple ids
+
+    def __init__(self, tuple blocks, tuple sizes, tuple links, tuple deltas, Py_ssize_t hops, Py_ssize_t weight,
+                 tuple ids=None):
+        self.blocks = blocks
+        self.sizes = sizes
+        self.links = links
+        self.deltas = deltas
+        self.hops = hops
+        self.weight = weight
+        if ids is None:
+            ids = tuple([b * 2 for b in blocks]) + tuple([s * 2 + 1 for s in links])
+        self.ids = ids
+
+    def link(self, nid, delta, Py_ssize_t hops, Py_ssize_t weight):
+        """The parts of a chain link on top of these."""
+        cdef Components c = Components.__new__(Components)
+        c.blocks = self.blocks
+        c.sizes = self.sizes
+        c.links = self.links + (nid,)
+        c.deltas = self.deltas + (delta,)
+        c.hops = hops
+        c.weight = weight
+        c.ids = self.ids + (nid * 2 + 1,)
+        return c

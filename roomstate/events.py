@@ -13,20 +13,15 @@ from ._core import (
     ParsedEvent,
     parse_common,
     record_event_ids,
-    unpack_event_id,
-    unpack_record,
     unpack_uvarints,
 )
-from ._write import event_id_key, pack_event_record, uvarint
+from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, uvarint
 from .errors import InvalidEventError, RoomStateError
-from .ids import decode
 from .txn import BoundedCache
 
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
-IS_STATE, REJECTED, OUTLIER, PLACEHOLDER = 1, 2, 4, 16
-HASH_ID = 32  # record flag: the event ID is "$" + the unpadded base64url of the 32 stored bytes
 
 
 _U64 = struct.Struct(">Q")
@@ -130,62 +125,6 @@ def _parse(ev):
     return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
 
 
-def _unpack_id(flags, raw):
-    if flags & HASH_ID:
-        return unpack_event_id(raw)
-    return decode(raw)
-
-
-class Record:
-    """A stored event: NIDs of its strings, its depth, and the snapshots around it.
-
-    Packed as varints — flags, membership, room, type, state key, depth,
-    snapshot before, snapshot after (0 when unchanged, else 1 + the zigzag of
-    the difference), the prev count and each prev as the zigzag of
-    ``own NID - prev NID`` — followed by the event ID's UTF-8 bytes.  The
-    record is the event ID's reverse map too.
-    """
-
-    __slots__ = ("flags", "membership", "room", "type", "state_key", "depth", "before", "after", "prevs", "event_id")
-
-    def __init__(self, flags, membership, room, type_, state_key, depth, before, after, prevs, event_id):
-        self.flags = flags
-        self.membership = membership
-        self.room = room
-        self.type = type_
-        self.state_key = state_key
-        self.depth = depth
-        self.before = before
-        self.after = after
-        self.prevs = prevs
-        self.event_id = event_id
-
-    @property
-    def is_state(self):
-        return bool(self.flags & IS_STATE)
-
-    @property
-    def rejected(self):
-        return bool(self.flags & REJECTED)
-
-    @property
-    def outlier(self):
-        return bool(self.flags & OUTLIER)
-
-    def pack(self, nid):
-        # Room version 4+ IDs shrink from 44 to 32 bytes (flag HASH_ID).
-        return pack_event_record(
-            nid, self.flags, self.membership, self.room, self.type, self.state_key,
-            self.depth, self.before, self.after, self.prevs, self.event_id, HASH_ID,
-        )
-
-    @classmethod
-    def unpack(cls, raw, nid):
-        flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
-        event_id = _unpack_id(flags, raw[off:])
-        return cls(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
-
-
 class EventTable:
     """Event records by event NID, the event ID map, and the flag column.
 
@@ -239,7 +178,9 @@ class EventTable:
             return nid, False
         key = event_id_key(event_id, 8)
         nid = self.ids.next_nid(tx, b"e")
-        if tx.txn.put(key, uvarint(nid), db=self.ids_db, overwrite=False):
+        # lmdb's put(key, value, dupdata, overwrite, append, db): positional
+        # arguments, as on every per-event put, parse faster than keywords.
+        if tx.txn.put(key, uvarint(nid), True, False, False, self.ids_db):
             enid[event_id] = nid  # a write-through cache: no undo needed
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
@@ -337,7 +278,7 @@ class EventTable:
         return rec
 
     def put(self, tx, nid, rec, append=False):
-        if not tx.txn.put(_U64.pack(nid), rec.pack(nid), db=self.db, append=append):
+        if not tx.txn.put(_U64.pack(nid), rec.pack(nid), True, True, append, self.db):
             raise RoomStateError(f"event NID {nid} is not above the stored ones: the store is damaged")
         tx.put("event", nid, rec)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from ._core import ENTRY_DTYPE
-from ._write import chain_link
+from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
 from .errors import RoomStateError
 from .txn import BoundedCache
@@ -53,30 +53,6 @@ def tier(size):
         t += 1
         bound *= FANOUT
     return t
-
-
-class Components:
-    """A snapshot resolved into its parts: blocks, then chain deltas oldest first."""
-
-    __slots__ = ("blocks", "sizes", "links", "deltas", "hops", "weight", "ids")
-
-    def __init__(self, blocks, sizes, links, deltas, hops, weight, ids=None):
-        self.blocks = blocks
-        self.sizes = sizes
-        self.links = links
-        self.deltas = deltas
-        self.hops = hops
-        self.weight = weight
-        # One integer per part, to find the prefix two snapshots share.
-        if ids is None:
-            ids = tuple(b * 2 for b in blocks) + tuple(s * 2 + 1 for s in links)
-        self.ids = ids
-
-    def link(self, nid, delta, hops, weight):
-        """The parts of a chain link on top of these."""
-        return Components(
-            self.blocks, self.sizes, self.links + (nid,), self.deltas + (delta,), hops, weight, self.ids + (nid * 2 + 1,)
-        )
 
 
 class SnapshotStore:
@@ -148,7 +124,8 @@ class SnapshotStore:
             if hit is not None:
                 return _U64.unpack(hit)[0], False
         nid = self.ids.next_nid(tx, SNAPSHOT_KIND)
-        if not tx.txn.put(_U64.pack(nid), record, db=self.db, append=True):  # NIDs only grow
+        # NIDs only grow: append.  Positional (dupdata, overwrite, append, db): faster than keywords.
+        if not tx.txn.put(_U64.pack(nid), record, True, True, True, self.db):
             raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
         if digest is not None:
             tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)

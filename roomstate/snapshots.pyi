@@ -1,5 +1,5 @@
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
-from ._write import chain_link as chain_link
+from ._write import Components as Components, chain_link as chain_link
 from .blocks import empty_entries as empty_entries, frozen as frozen
 from .errors import RoomStateError as RoomStateError
 from .txn import BoundedCache as BoundedCache
@@ -15,17 +15,6 @@ MAX_BLOCKS: int
 MISSING: Incomplete
 
 def tier(size): ...
-
-class Components:
-    blocks: Incomplete
-    sizes: Incomplete
-    links: Incomplete
-    deltas: Incomplete
-    hops: Incomplete
-    weight: Incomplete
-    ids: Incomplete
-    def __init__(self, blocks, sizes, links, deltas, hops, weight, ids=None) -> None: ...
-    def link(self, nid, delta, hops, weight): ...
 
 class SnapshotStore:
     db: Incomplete

@@ -302,15 +302,18 @@ def test_uvarint_is_pack_uvarints_of_one(value):
     st.lists(st.integers(0, 2**40), min_size=8, max_size=8),
     st.lists(st.integers(1, 2**40), max_size=40),
 )
-def test_pack_event_record_is_pack_record_of_the_packed_id(event_id, fields, prevs):
-    from roomstate.events import HASH_ID
+def test_a_record_packs_its_id_in_the_tail(event_id, fields, prevs):
+    from roomstate.events import HASH_ID, Record
 
     nid = max(prevs, default=0) + 1
     packed = _core.pack_event_id(event_id)
     flag, tail = (HASH_ID, packed) if packed is not None else (0, event_id.encode("utf-8", "surrogatepass"))
     flags, *rest = fields
-    expected = _write.pack_record(nid, flags | flag, *rest, tuple(prevs), tail)
-    assert _write.pack_event_record(nid, flags, *rest, tuple(prevs), event_id, HASH_ID) == expected
+    flags &= ~HASH_ID
+    raw = Record(flags, *rest, tuple(prevs), event_id).pack(nid)
+    assert raw == _write.pack_record(nid, flags | flag, *rest, tuple(prevs), tail)
+    back = Record.unpack(raw, nid)
+    assert (back.flags, back.prevs, back.event_id) == (flags, tuple(prevs), event_id)
 
 
 @given(st.lists(st.integers(0, 2**62), min_size=4, max_size=4), st.integers(0, 2**32 - 1),
