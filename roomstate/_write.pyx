@@ -59,26 +59,34 @@ cdef extern from *:
 
     static void rs_b2b_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
         uint64_t v[16], m[16];
-        int i, j;
+        int i;
         for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = rs_b2b_iv[i]; }
         v[12] ^= t;
         if (last) v[14] = ~v[14];
         for (i = 0; i < 16; i++) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(&m[i], block + 8 * i, 8);
+    #else
+            int j;
             uint64_t w = 0;
             for (j = 7; j >= 0; j--) w = (w << 8) | block[8 * i + j];
             m[i] = w;
+    #endif
         }
-        for (i = 0; i < 12; i++) {
-            const uint8_t *s = rs_b2b_sigma[i];
-            RS_B2B_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-            RS_B2B_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-            RS_B2B_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-            RS_B2B_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-            RS_B2B_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-            RS_B2B_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-            RS_B2B_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-            RS_B2B_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-        }
+        /* Rounds unrolled: the message schedule indexes become constants. */
+    #define RS_B2B_ROUND(r) do { \
+            RS_B2B_G(0, 4, 8, 12, m[rs_b2b_sigma[r][0]], m[rs_b2b_sigma[r][1]]); \
+            RS_B2B_G(1, 5, 9, 13, m[rs_b2b_sigma[r][2]], m[rs_b2b_sigma[r][3]]); \
+            RS_B2B_G(2, 6, 10, 14, m[rs_b2b_sigma[r][4]], m[rs_b2b_sigma[r][5]]); \
+            RS_B2B_G(3, 7, 11, 15, m[rs_b2b_sigma[r][6]], m[rs_b2b_sigma[r][7]]); \
+            RS_B2B_G(0, 5, 10, 15, m[rs_b2b_sigma[r][8]], m[rs_b2b_sigma[r][9]]); \
+            RS_B2B_G(1, 6, 11, 12, m[rs_b2b_sigma[r][10]], m[rs_b2b_sigma[r][11]]); \
+            RS_B2B_G(2, 7, 8, 13, m[rs_b2b_sigma[r][12]], m[rs_b2b_sigma[r][13]]); \
+            RS_B2B_G(3, 4, 9, 14, m[rs_b2b_sigma[r][14]], m[rs_b2b_sigma[r][15]]); } while (0)
+        RS_B2B_ROUND(0); RS_B2B_ROUND(1); RS_B2B_ROUND(2); RS_B2B_ROUND(3);
+        RS_B2B_ROUND(4); RS_B2B_ROUND(5); RS_B2B_ROUND(6); RS_B2B_ROUND(7);
+        RS_B2B_ROUND(8); RS_B2B_ROUND(9); RS_B2B_ROUND(10); RS_B2B_ROUND(11);
+    #undef RS_B2B_ROUND
         for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
     }
 
@@ -184,7 +192,14 @@ def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room
 
 # Record flags.  HASH_ID: the event ID is "$" + the unpadded base64url of the
 # 32 stored bytes (room version 4+ IDs shrink from 44 to 32 bytes).
-IS_STATE, REJECTED, OUTLIER, PLACEHOLDER, HASH_ID = 1, 2, 4, 16, 32
+cdef enum:
+    _IS_STATE = 1
+    _REJECTED = 2
+    _OUTLIER = 4
+    _PLACEHOLDER = 16
+    _HASH_ID = 32
+
+IS_STATE, REJECTED, OUTLIER, PLACEHOLDER, HASH_ID = _IS_STATE, _REJECTED, _OUTLIER, _PLACEHOLDER, _HASH_ID
 
 
 cdef class Record:
@@ -220,21 +235,21 @@ cdef class Record:
 
     @property
     def is_state(self):
-        return bool(self.flags & IS_STATE)
+        return bool(self.flags & _IS_STATE)
 
     @property
     def rejected(self):
-        return bool(self.flags & REJECTED)
+        return bool(self.flags & _REJECTED)
 
     @property
     def outlier(self):
-        return bool(self.flags & OUTLIER)
+        return bool(self.flags & _OUTLIER)
 
     def pack(self, uint64_t nid):
         """The record's bytes; the event ID packed to 32 bytes when it can be (flag HASH_ID)."""
         packed = pack_event_id(self.event_id)
         if packed is not None:
-            return _pack_record(nid, self.flags | HASH_ID, self.membership, self.room, self.type, self.state_key,
+            return _pack_record(nid, self.flags | _HASH_ID, self.membership, self.room, self.type, self.state_key,
                                 self.depth, self.before, self.after, self.prevs, <bytes>packed)
         return _pack_record(nid, self.flags, self.membership, self.room, self.type, self.state_key,
                             self.depth, self.before, self.after, self.prevs, _utf8(self.event_id))
@@ -243,11 +258,24 @@ cdef class Record:
     def unpack(raw, uint64_t nid):
         flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
         tail = raw[off:]
-        if flags & HASH_ID:
+        if flags & _HASH_ID:
             event_id = unpack_event_id(tail)
         else:
             event_id = bytes(tail).decode("utf-8", "surrogatepass")
-        return Record(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
+        return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
+
+
+def published_records(dict records):
+    """After a commit, from a transaction's new records by NID: ``(settled, event_ids)``,
+    the records that may be cached (neither outliers nor placeholders) and every event ID."""
+    cdef dict settled = {}, event_ids = {}
+    cdef Record r
+    for nid, rec in records.items():
+        r = <Record?>rec
+        if not r.flags & (_OUTLIER | _PLACEHOLDER):
+            settled[nid] = r
+        event_ids[nid] = r.event_id
+    return settled, event_ids
 
 
 cdef packed struct _Entry:
@@ -318,3 +346,89 @@ cdef class Components:
         c.weight = weight
         c.ids = self.ids + (nid * 2 + 1,)
         return c
+
+
+# ---------------------------------------------------------------------------
+# merging the states before an event with several prevs (see StateStore._merge)
+
+cdef inline bint _is_entries(cnp.ndarray a):
+    return cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(a) and a.dtype == ENTRY_DTYPE
+
+
+def merge_split(const uint64_t[:, :] vals):
+    """For ``vals`` (keys × states, event NIDs): ``(result, agree, conflicted)``.
+
+    ``agree[i]``: every state holds the same event for key ``i``, which is then
+    ``result[i]`` (else 0); ``conflicted``: the indices of the other keys.
+
+    >>> import numpy as np
+    >>> r, a, c = merge_split(np.array([[5, 5], [5, 6], [0, 0]], dtype=np.uint64))
+    >>> r.tolist(), a.tolist(), c.tolist()
+    ([5, 0, 0], [True, False, True], [1])
+    """
+    cdef Py_ssize_t n = vals.shape[0], k = vals.shape[1], i, j, nc = 0
+    cdef cnp.ndarray result = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n, cnp.NPY_UINT64, 0)
+    cdef cnp.ndarray agree = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n, cnp.NPY_BOOL, 0)
+    cdef uint64_t* r = <uint64_t*>cnp.PyArray_DATA(result)
+    cdef cnp.npy_bool* a = <cnp.npy_bool*>cnp.PyArray_DATA(agree)
+    cdef uint64_t first
+    for i in range(n):
+        first = vals[i, 0] if k else 0
+        a[i] = True
+        for j in range(1, k):
+            if vals[i, j] != first:
+                a[i] = False
+                break
+        if a[i]:
+            r[i] = first
+        else:
+            nc += 1
+    cdef cnp.ndarray conflicted = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&nc, cnp.NPY_INTP, 0)
+    cdef cnp.npy_intp* c = <cnp.npy_intp*>cnp.PyArray_DATA(conflicted)
+    j = 0
+    for i in range(n):
+        if not a[i]:
+            c[j] = i
+            j += 1
+    return result, agree, conflicted
+
+
+def merge_delta(keys, const uint64_t[:, :] vals, const uint64_t[::1] result):
+    """The state ``j`` closest to ``result`` and the delta from it: ``(j, delta)``.
+
+    ``j`` is the first column of ``vals`` (keys × states) with the fewest keys
+    whose event differs from ``result``; ``delta`` holds those keys with their
+    event from ``result`` (sorted as ``keys``), or is None when there are none.
+
+    >>> import numpy as np
+    >>> keys = np.array([(1, 1, 0), (5, 2, 0)], dtype=ENTRY_DTYPE)
+    >>> j, d = merge_delta(keys, np.array([[7, 6], [8, 9]], dtype=np.uint64), np.array([7, 9], dtype=np.uint64))
+    >>> j, d.tolist()
+    (0, [(5, 2, 9)])
+    """
+    cdef cnp.ndarray ka = <cnp.ndarray?>keys
+    if not _is_entries(ka):
+        raise TypeError("keys must be a 1-d, C-contiguous entry array")
+    cdef Py_ssize_t n = vals.shape[0], k = vals.shape[1], i, j, best = 0, cost, best_cost = -1
+    if ka.shape[0] != n or result.shape[0] != n:
+        raise ValueError("keys, vals and result must have one row per key")
+    for j in range(k):
+        cost = 0
+        for i in range(n):
+            if vals[i, j] != result[i]:
+                cost += 1
+        if best_cost < 0 or cost < best_cost:
+            best, best_cost = j, cost
+    if best_cost <= 0:
+        return best, None
+    cdef cnp.ndarray delta = rs_new_array(ENTRY_DTYPE, best_cost)
+    cdef const _Entry* src = <const _Entry*>cnp.PyArray_DATA(ka)
+    cdef _Entry* out = <_Entry*>cnp.PyArray_DATA(delta)
+    j = 0
+    for i in range(n):
+        if vals[i, best] != result[i]:
+            out[j].type = src[i].type
+            out[j].state_key = src[i].state_key
+            out[j].event = result[i]
+            j += 1
+    return best, delta

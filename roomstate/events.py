@@ -15,7 +15,7 @@ from ._core import (
     record_event_ids,
     unpack_uvarints,
 )
-from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, uvarint
+from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records, uvarint
 from .errors import InvalidEventError, RoomStateError
 from .txn import BoundedCache
 
@@ -289,12 +289,13 @@ class EventTable:
     def publish(self, pending):
         new = pending.get("event")
         if new:
-            self.cache.publish({k: r for k, r in new.items() if not r.outlier and not r.flags & PLACEHOLDER})
+            settled, event_ids = published_records(new)
+            self.cache.publish(settled)
         fwd = pending.get("enid")
         if fwd:
             self.to_nid.publish(fwd)
         if new:
-            self.to_str.publish({k: r.event_id for k, r in new.items()})
+            self.to_str.publish(event_ids)
 
     # -- flag column -------------------------------------------------------
     def _chunk(self, tx, idx):

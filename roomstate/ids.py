@@ -157,16 +157,7 @@ class IdMaps:
 
     def next_nid(self, tx, kind):
         """Allocate a NID of ``kind`` (also used for blocks and snapshots)."""
-        name = _NEXT.get(kind) or b"next:" + kind
-        meta = tx.table("meta")
-        cur = meta.get(name)
-        if cur is None:
-            raw = tx.txn.get(name, db=self.meta_db)
-            cur = _U64.unpack(raw)[0] if raw is not None else 1
-        if tx.undo is not None:
-            tx.save("meta", name)
-        meta[name] = cur + 1
-        return cur
+        return tx.next_counter(_NEXT.get(kind) or b"next:" + kind, self.meta_db)
 
     def unallocate(self, tx, kind, nid):
         """Give back the NID :meth:`next_nid` just returned."""

@@ -21,7 +21,10 @@ A Cython module proper: ``Tx`` is a C class, since nearly every step of adding
 an event reads or writes its tables.
 """
 
+import struct
+
 DIRTY = frozenset(("meta", "rooms", "flags"))
+_U64 = struct.Struct(">Q")
 _MISSING = object()
 
 
@@ -63,6 +66,20 @@ cdef class Tx:
         if self.undo is not None and name in DIRTY:
             self.save(name, key)
         t[key] = value
+
+    def next_counter(self, name, db):
+        """The value of the counter ``name`` of the meta table (1 when unset), then incremented."""
+        cdef dict meta = self.pending.get("meta")
+        if meta is None:
+            meta = self.pending["meta"] = {}
+        cur = meta.get(name)
+        if cur is None:
+            raw = self.txn.get(name, None, db)
+            cur = _U64.unpack(raw)[0] if raw is not None else 1
+        if self.undo is not None:
+            self.save("meta", name)
+        meta[name] = cur + 1
+        return cur
 
     def trim(self):
         """Drop the write-through caches (they refill from LMDB on demand)."""

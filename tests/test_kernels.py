@@ -324,3 +324,32 @@ def test_chain_link_is_the_general_chain_record(head, type_nid, state_key_nid, e
     assert record == _core.pack_uvarints((*head, 1)) + _core.pack_entries(expected)
     assert delta.dtype == ENTRY_DTYPE and delta.tolist() == expected.tolist()
     assert not delta.flags.writeable
+
+
+@given(st.integers(0, 12).flatmap(lambda n: st.tuples(
+    st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=1, max_size=4),
+    st.lists(st.integers(0, 3), min_size=n, max_size=n),
+)))
+def test_merge_kernels_agree_with_numpy(columns_and_choice):
+    columns, choice = columns_and_choice
+    n = len(choice)
+    vals = np.array(columns, dtype=np.uint64).T.reshape(n, len(columns))
+    first = vals[:, 0]
+    agree = (vals == first[:, None]).all(axis=1)
+    result, got_agree, conflicted = _write.merge_split(vals)
+    assert got_agree.tolist() == agree.tolist()
+    assert result.tolist() == np.where(agree, first, 0).tolist()
+    assert conflicted.tolist() == np.flatnonzero(~agree).tolist()
+
+    keys = arr([(1 + i, 1, 0) for i in range(n)])
+    resolved = np.where(agree, first, np.array(choice, dtype=np.uint64))
+    cost = (vals != resolved[:, None]).sum(axis=0)
+    j, delta = _write.merge_delta(keys, vals, resolved)
+    assert j == int(np.argmin(cost))
+    mask = vals[:, j] != resolved
+    if cost[j] == 0:
+        assert delta is None
+    else:
+        expected = keys[mask].copy()
+        expected["event"] = resolved[mask]
+        assert delta.tolist() == expected.tolist()
