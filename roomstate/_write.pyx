@@ -14,6 +14,7 @@ from libc.string cimport memcpy
 
 from ._varint cimport _put_varint, _zigzag
 
+cimport cython
 cimport numpy as cnp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_AsEncodedString
@@ -125,6 +126,28 @@ cdef extern from *:
     cnp.ndarray rs_new_array(object descr, cnp.npy_intp n)
 
 
+cdef extern from "Python.h":
+    int PyObject_IS_GC(object o)
+    int PyObject_GC_IsTracked(object o)
+    void PyObject_GC_UnTrack(void* o)
+
+
+cdef inline tuple _untracked(tuple t):
+    """``t``, out of the cyclic GC when it holds only objects the collector does not
+    track (ints, strings, numpy arrays): such a tuple is no part of any cycle.
+
+    CPython untracks it itself at the first collection it survives; the tuples
+    a bulk import keeps are untracked at once, so that collection does not walk
+    them.
+    """
+    if PyObject_GC_IsTracked(t):
+        for item in t:
+            if PyObject_IS_GC(item):
+                return t
+        PyObject_GC_UnTrack(<void*>t)
+    return t
+
+
 cdef bytes _utf8(s):
     # surrogatepass, as roomstate.ids.encode: lone surrogates stay exact.
     return PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")
@@ -202,11 +225,14 @@ cdef enum:
 IS_STATE, REJECTED, OUTLIER, PLACEHOLDER, HASH_ID = _IS_STATE, _REJECTED, _OUTLIER, _PLACEHOLDER, _HASH_ID
 
 
+@cython.no_gc
 cdef class Record:
     """A stored event: NIDs of its strings, its depth, and the snapshots around it.
 
     Packed by :func:`pack_record`; the record is the event ID's reverse map
     too.  A C class: one is made, packed and read for every event added.
+    Outside the cyclic GC (it holds a tuple of ints and a string: no cycle can
+    pass through it), so a bulk import's records cost no collector passes.
     """
 
     cdef readonly uint64_t flags
@@ -230,7 +256,7 @@ cdef class Record:
         self.depth = depth
         self.before = before
         self.after = after
-        self.prevs = prevs
+        self.prevs = _untracked(prevs)
         self.event_id = event_id
 
     @property
@@ -263,6 +289,20 @@ cdef class Record:
         else:
             event_id = bytes(tail).decode("utf-8", "surrogatepass")
         return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
+
+
+def cached_nid(cache, dict pending, table, key):
+    """The NID of ``key`` in ``cache`` (committed NIDs, a dict or a subclass that keeps
+    dict lookups) or in this transaction's pending ``table``; 0 when neither has it
+    (it may still be stored: look it up)."""
+    if not isinstance(cache, dict):
+        raise TypeError(f"cache must be a dict, got {type(cache).__name__}")
+    nid = (<dict>cache).get(key)
+    if nid is None:
+        t = pending.get(table)
+        if t is not None:
+            nid = (<dict?>t).get(key)
+    return 0 if nid is None else nid
 
 
 def published_records(dict records):
@@ -310,9 +350,11 @@ def chain_link(uint64_t kind, uint64_t hops, uint64_t weight, uint64_t parent, u
     return PyBytes_FromStringAndSize(<char*>out, pos), delta
 
 
+@cython.no_gc
 cdef class Components:
     """A snapshot resolved into its parts: blocks, then chain deltas oldest first
-    (see :mod:`roomstate.snapshots`).  A C class: each state event makes one."""
+    (see :mod:`roomstate.snapshots`).  A C class: each state event makes one.
+    Outside the cyclic GC, like Record (tuples of ints and of entry arrays)."""
 
     cdef readonly tuple blocks
     cdef readonly tuple sizes
@@ -325,26 +367,26 @@ cdef class Components:
 
     def __init__(self, tuple blocks, tuple sizes, tuple links, tuple deltas, Py_ssize_t hops, Py_ssize_t weight,
                  tuple ids=None):
-        self.blocks = blocks
-        self.sizes = sizes
-        self.links = links
-        self.deltas = deltas
+        self.blocks = _untracked(blocks)
+        self.sizes = _untracked(sizes)
+        self.links = _untracked(links)
+        self.deltas = _untracked(deltas)
         self.hops = hops
         self.weight = weight
         if ids is None:
             ids = tuple([b * 2 for b in blocks]) + tuple([s * 2 + 1 for s in links])
-        self.ids = ids
+        self.ids = _untracked(ids)
 
     def link(self, nid, delta, Py_ssize_t hops, Py_ssize_t weight):
         """The parts of a chain link on top of these."""
         cdef Components c = Components.__new__(Components)
         c.blocks = self.blocks
         c.sizes = self.sizes
-        c.links = self.links + (nid,)
-        c.deltas = self.deltas + (delta,)
+        c.links = _untracked(self.links + (nid,))
+        c.deltas = _untracked(self.deltas + (delta,))
         c.hops = hops
         c.weight = weight
-        c.ids = self.ids + (nid * 2 + 1,)
+        c.ids = _untracked(self.ids + (nid * 2 + 1,))
         return c
 
 

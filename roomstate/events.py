@@ -15,7 +15,7 @@ from ._core import (
     record_event_ids,
     unpack_uvarints,
 )
-from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records, uvarint
+from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, cached_nid, event_id_key, published_records, uvarint
 from .errors import InvalidEventError, RoomStateError
 from .txn import BoundedCache
 
@@ -170,18 +170,15 @@ class EventTable:
         The common case of a bulk import — an ID never seen — costs one LMDB
         put that refuses to overwrite, instead of a get and a put.
         """
-        nid = self.to_nid.get(event_id)
-        if nid is None:
-            enid = tx.table("enid")
-            nid = enid.get(event_id)
-        if nid is not None:
+        nid = cached_nid(self.to_nid, tx.pending, "enid", event_id)
+        if nid:
             return nid, False
         key = event_id_key(event_id, 8)
         nid = self.ids.next_nid(tx, b"e")
         # lmdb's put(key, value, dupdata, overwrite, append, db): positional
         # arguments, as on every per-event put, parse faster than keywords.
         if tx.txn.put(key, uvarint(nid), True, False, False, self.ids_db):
-            enid[event_id] = nid  # a write-through cache: no undo needed
+            tx.table("enid")[event_id] = nid  # a write-through cache: no undo needed
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
         nid = self.lookup(tx, event_id)

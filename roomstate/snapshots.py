@@ -123,13 +123,18 @@ class SnapshotStore:
             hit = tx.txn.get(digest, db=self.hashes_db)
             if hit is not None:
                 return _U64.unpack(hit)[0], False
+        nid = self._append(tx, record)
+        if digest is not None:
+            tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
+        return nid, True
+
+    def _append(self, tx, record):
+        """Store a snapshot record under the next NID."""
         nid = self.ids.next_nid(tx, SNAPSHOT_KIND)
         # NIDs only grow: append.  Positional (dupdata, overwrite, append, db): faster than keywords.
         if not tx.txn.put(_U64.pack(nid), record, True, True, True, self.db):
             raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
-        if digest is not None:
-            tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
-        return nid, True
+        return nid
 
     def create_empty(self, tx):
         nid, _ = self._store(tx, _core.pack_uvarints((_KIND_BASE, 0)), True)
@@ -165,13 +170,15 @@ class SnapshotStore:
 
     def derive_state(self, tx, parent, type_nid, state_key_nid, event_nid):
         """``derive`` with the one entry of a state event: its chain link is packed without an entry array."""
-        c = self.components(tx, parent)
+        c = tx.get("snap", parent)  # usually the snapshot this transaction made last
+        if c is None:
+            c = self.components(tx, parent)
         hops = c.hops + 1
         weight = c.weight + 1
         if hops > MAX_HOPS or weight > MAX_WEIGHT:
             return self.derive(tx, parent, _core.single(type_nid, state_key_nid, event_nid))
         record, delta = chain_link(_KIND_CHAIN, hops, weight, parent, type_nid, state_key_nid, event_nid)
-        nid, _ = self._store(tx, record, False)
+        nid = self._append(tx, record)  # unique by construction (it holds the event): not indexed
         tx.put("snap", nid, c.link(nid, delta, hops, weight))
         return nid
 

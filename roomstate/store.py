@@ -37,7 +37,7 @@ from .resolvers import BUILTIN, ResolverContext, newest_event, raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT, SNAPSHOT_KIND, SnapshotStore
 from .blocks import BLOCK_KIND
 from .statemap import StateDiff, StateMap
-from ._write import merge_delta, merge_split
+from ._write import cached_nid, merge_delta, merge_split
 from .txn import ReadTx, Tx
 
 FORMAT_VERSION = 1
@@ -63,7 +63,6 @@ _DBS = (
 )
 _STATE_DBS = ("blocks", "block_hashes", "snapshots", "snapshot_hashes")
 _U64 = struct.Struct(">Q")
-_EMPTY = {}
 _COUNT_EVENTS = b"count:events"
 _COUNT_STATE = b"count:state_events"
 
@@ -559,17 +558,11 @@ class StateStore:
         existing = None if fresh else events.get(tx, enid)
         # Committed NIDs are in the process caches, this transaction's in its tables.
         to_nid, pending = ids.to_nid, tx.pending
-        room = to_nid[ROOM].get(room_id) or pending.get("nid:r", _EMPTY).get(room_id)
-        if not room:
-            room = ids.assign(tx, ROOM, room_id)
-        type_nid = to_nid[TYPE].get(type_) or pending.get("nid:t", _EMPTY).get(type_)
-        if not type_nid:
-            type_nid = ids.assign(tx, TYPE, type_)
+        room = cached_nid(to_nid[ROOM], pending, "nid:r", room_id) or ids.assign(tx, ROOM, room_id)
+        type_nid = cached_nid(to_nid[TYPE], pending, "nid:t", type_) or ids.assign(tx, TYPE, type_)
         skey_nid = 0
         if is_state:
-            skey_nid = to_nid[STATE_KEY].get(state_key) or pending.get("nid:k", _EMPTY).get(state_key)
-            if not skey_nid:
-                skey_nid = ids.assign(tx, STATE_KEY, state_key)
+            skey_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", state_key) or ids.assign(tx, STATE_KEY, state_key)
 
         prev_nids = []
         prev_recs = []
@@ -651,7 +644,9 @@ class StateStore:
         # Forward extremities: the new event replaces its prevs, unless a
         # stored event already names it as a prev.
         tx.last = (eid, enid, rec)
-        ex = self._extremity_nids(tx, room)
+        ex = tx.get("rooms", room)  # this transaction's extremities, read before
+        if ex is None:
+            ex = self._extremity_nids(tx, room)
         if len(prev_nids) == 1 and ex == (prev_nids[0],) and not own_flags & HAS_CHILD:
             tx.put("rooms", room, (enid,))
         else:

@@ -6,7 +6,7 @@ from .ids import EVENT as EVENT, IdMaps as IdMaps, MEMBER_TYPE_NID as MEMBER_TYP
 from .resolvers import BUILTIN as BUILTIN, ResolverContext as ResolverContext, newest_event as newest_event, raise_on_conflict as raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT as EMPTY_SNAPSHOT, SNAPSHOT_KIND as SNAPSHOT_KIND, SnapshotStore as SnapshotStore
 from .statemap import StateDiff as StateDiff, StateMap as StateMap
-from ._write import merge_delta as merge_delta, merge_split as merge_split
+from ._write import cached_nid as cached_nid, merge_delta as merge_delta, merge_split as merge_split
 from .txn import ReadTx as ReadTx, Tx as Tx
 from _typeshed import Incomplete
 from collections.abc import Callable, Iterable, Iterator, Mapping
