@@ -653,58 +653,11 @@ def unpack_entries(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t of
 # ---------------------------------------------------------------------------
 # event IDs of room versions 4+: "$" + unpadded base64url of 32 bytes
 
-cdef signed char _B64_VALUE[256]
 cdef const char* _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-cdef void _init_b64() noexcept:
-    cdef int i
-    for i in range(256):
-        _B64_VALUE[i] = -1
-    for i in range(64):
-        _B64_VALUE[<unsigned char>_B64_ALPHABET[i]] = i
-
-
-_init_b64()
-
-
-def pack_event_id(event_id):
-    """The 32 bytes behind a canonical room v4+ event ID, or None for any other ID.
-
-    >>> eid = "$" + "A" * 42 + "E"
-    >>> unpack_event_id(pack_event_id(eid)) == eid
-    True
-    >>> pack_event_id("$abc:example.org") is None
-    True
-    """
-    if not isinstance(event_id, str):
-        raise TypeError(f"an event ID is a string, got {type(event_id).__name__}")
-    if len(event_id) != 44 or event_id[0] != "$" or not event_id.isascii():
-        return None
-    cdef bytes ascii = str.encode(event_id, "ascii")
-    cdef const unsigned char* s = ascii
-    cdef unsigned char out[33]
-    cdef uint32_t acc = 0
-    cdef int bits = 0, n = 0, i
-    cdef signed char v
-    for i in range(1, 44):
-        v = _B64_VALUE[s[i]]
-        if v < 0:
-            return None
-        acc = (acc << 6) | <uint32_t>v
-        bits += 6
-        if bits >= 8:
-            bits -= 8
-            out[n] = <unsigned char>((acc >> bits) & 0xFF)
-            n += 1
-    # 43 characters carry 258 bits: the last 2 must be zero in the canonical form.
-    if n != 32 or (acc & ((1u << bits) - 1)) != 0:
-        return None
-    return (<char*>out)[:32]
-
-
 def unpack_event_id(const unsigned char[::1] raw):
-    """The event ID of 32 bytes packed by :func:`pack_event_id`."""
+    """The event ID of 32 bytes packed by :func:`roomstate._write.pack_event_id`."""
     if raw.shape[0] != 32:
         raise ValueError("a packed event ID is 32 bytes")
     cdef char out[44]

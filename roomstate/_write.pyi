@@ -3,8 +3,9 @@ import numpy as np
 import numpy.typing as npt
 from typing_extensions import disjoint_base
 
-from ._core import ENTRY_DTYPE as ENTRY_DTYPE, pack_event_id as pack_event_id, unpack_event_id as unpack_event_id, unpack_record as unpack_record
+from ._core import ENTRY_DTYPE as ENTRY_DTYPE, unpack_event_id as unpack_event_id, unpack_record as unpack_record
 
+def pack_event_id(event_id: object) -> bytes | None: ...
 def event_id_key(event_id: object, size: int) -> bytes: ...
 def uvarint(value: int) -> bytes: ...
 def pack_record(

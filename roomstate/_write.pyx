@@ -19,7 +19,7 @@ cimport numpy as cnp
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_AsEncodedString
 
-from ._core import ENTRY_DTYPE, pack_event_id, unpack_event_id, unpack_record
+from ._core import ENTRY_DTYPE, unpack_event_id, unpack_record
 
 cnp.import_array()
 
@@ -175,10 +175,80 @@ def uvarint(uint64_t value):
     return PyBytes_FromStringAndSize(<char*>out, _put_varint(out, value))
 
 
+# ---------------------------------------------------------------------------
+# event IDs of room versions 4+: "$" + unpadded base64url of 32 bytes
+
+cdef signed char _B64_VALUE[256]
+
+
+cdef void _init_b64() noexcept:
+    cdef const char* alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    cdef int i
+    for i in range(256):
+        _B64_VALUE[i] = -1
+    for i in range(64):
+        _B64_VALUE[<unsigned char>alphabet[i]] = i
+
+
+_init_b64()
+
+
+cdef bint _hash_id(event_id, unsigned char* out) except -1:
+    """Write the 32 bytes behind a canonical room v4+ event ID to ``out``; False for any other ID."""
+    cdef bytes ascii
+    cdef const unsigned char* s
+    if PyUnicode_IS_COMPACT_ASCII(event_id):
+        if PyUnicode_GET_LENGTH(event_id) != 44:
+            return False
+        s = <const unsigned char*>PyUnicode_DATA(event_id)
+    else:  # not ASCII, or a str subclass
+        if len(event_id) != 44 or not event_id.isascii():
+            return False
+        ascii = str.encode(event_id, "ascii")
+        s = ascii
+    if s[0] != b"$":
+        return False
+    cdef uint32_t acc = 0
+    cdef int bits = 0, n = 0, i
+    cdef signed char v
+    for i in range(1, 44):
+        v = _B64_VALUE[s[i]]
+        if v < 0:
+            return False
+        acc = (acc << 6) | <uint32_t>v
+        bits += 6
+        if bits >= 8:
+            bits -= 8
+            out[n] = <unsigned char>((acc >> bits) & 0xFF)
+            n += 1
+    # 43 characters carry 258 bits: the last 2 must be zero in the canonical form.
+    return n == 32 and (acc & ((1u << bits) - 1)) == 0
+
+
+def pack_event_id(event_id):
+    """The 32 bytes behind a canonical room v4+ event ID, or None for any other ID.
+
+    >>> eid = "$" + "A" * 42 + "E"
+    >>> unpack_event_id(pack_event_id(eid)) == eid
+    True
+    >>> pack_event_id("$abc:example.org") is None
+    True
+    """
+    if not isinstance(event_id, str):
+        raise TypeError(f"an event ID is a string, got {type(event_id).__name__}")
+    cdef unsigned char out[32]
+    if not _hash_id(event_id, out):
+        return None
+    return PyBytes_FromStringAndSize(<char*>out, 32)
+
+
+# ---------------------------------------------------------------------------
+# event records
+
 cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                         uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                        bytes tail):
-    cdef Py_ssize_t n = len(prevs), i, pos = 0, nt = len(tail)
+                        const char* tail, Py_ssize_t nt):
+    cdef Py_ssize_t n = len(prevs), i, pos = 0
     cdef unsigned char small[256]
     cdef bytearray big = None
     cdef unsigned char* p = small
@@ -196,7 +266,7 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
     pos += _put_varint(p + pos, <uint64_t>n)
     for i in range(n):
         pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
-    memcpy(p + pos, <const char*>tail, nt)
+    memcpy(p + pos, tail, nt)
     pos += nt
     return PyBytes_FromStringAndSize(<char*>p, pos)
 
@@ -210,7 +280,8 @@ def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room
     (0 = same as before, else 1 + zigzag(after - before)), the prev count and
     each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes).
     """
-    return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail)
+    return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail,
+                        len(tail))
 
 
 # Record flags.  HASH_ID: the event ID is "$" + the unpadded base64url of the
@@ -273,12 +344,13 @@ cdef class Record:
 
     def pack(self, uint64_t nid):
         """The record's bytes; the event ID packed to 32 bytes when it can be (flag HASH_ID)."""
-        packed = pack_event_id(self.event_id)
-        if packed is not None:
+        cdef unsigned char packed[32]
+        if _hash_id(self.event_id, packed):
             return _pack_record(nid, self.flags | _HASH_ID, self.membership, self.room, self.type, self.state_key,
-                                self.depth, self.before, self.after, self.prevs, <bytes>packed)
+                                self.depth, self.before, self.after, self.prevs, <const char*>packed, 32)
+        cdef bytes raw = _utf8(self.event_id)
         return _pack_record(nid, self.flags, self.membership, self.room, self.type, self.state_key,
-                            self.depth, self.before, self.after, self.prevs, _utf8(self.event_id))
+                            self.depth, self.before, self.after, self.prevs, raw, len(raw))
 
     @staticmethod
     def unpack(raw, uint64_t nid):

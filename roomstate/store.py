@@ -31,6 +31,7 @@ from .events import (
     EventTable,
     Record,
     parse,
+    parse_common,
 )
 from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, IdMaps
 from .resolvers import BUILTIN, ResolverContext, newest_event, raise_on_conflict
@@ -547,7 +548,7 @@ class StateStore:
                 b._commit()
 
     def _add(self, tx, ev, outlier, given, resolver):
-        p = parse(ev)
+        p = parse_common(ev) or parse(ev)  # parse() takes the full validation when the fast path declines
         ids, events = self._ids, self._events
         # Each field read once: ParsedEvent attributes are descriptor lookups.
         eid, room_id, type_, state_key = p.event_id, p.room_id, p.type, p.state_key
@@ -793,14 +794,11 @@ class StateStore:
     def _resolve_newest(self, tx, vals, rows, result):
         """``newest_event`` on NIDs: no strings unless two candidates share a depth."""
         get = self._events.get
-        for i in rows.tolist():
-            cands = {e for e in vals[i].tolist() if e}
-            best = max(cands, key=lambda e: get(tx, e).depth)
-            depth = get(tx, best).depth
-            tied = [e for e in cands if get(tx, e).depth == depth]
-            if len(tied) > 1:
-                best = max(tied, key=lambda e: self._events.event_id(tx, e))
-            result[i] = best
+        for i, row in zip(rows.tolist(), vals[rows].tolist()):
+            depths = {e: get(tx, e).depth for e in set(row) if e}  # one record read per candidate
+            top = max(depths.values())
+            tied = [e for e, d in depths.items() if d == top]
+            result[i] = tied[0] if len(tied) == 1 else max(tied, key=lambda e: self._events.event_id(tx, e))
 
     def _resolve(self, tx, room_id, snaps, prefix, keys, vals, agree, result, rows, resolver):
         ids = self._ids
