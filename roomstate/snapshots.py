@@ -244,12 +244,19 @@ class SnapshotStore:
                 i += 1
             shared = i
         prefix = self.layers(tx, comps[0])[:shared]
-        tails = [_core.overlay(self.layers(tx, c, shared), keep_tombstones=True) for c in comps]
+        tails = [self._merged(self.layers(tx, c, shared)) for c in comps]
         keys, values = _core.align(tails, MISSING)
         if len(keys):
             base = _core.lookup_keys(prefix, keys)
             values = np.where(values == MISSING, base[:, None], values)
         return prefix, keys, values
+
+    @staticmethod
+    def _merged(layers):
+        """Layers overlaid into one sorted array, tombstones kept (a single layer is one already)."""
+        if len(layers) == 1:
+            return layers[0]
+        return _core.overlay(layers, keep_tombstones=True)
 
     def publish(self, pending):
         new = pending.get("snap")
