@@ -148,6 +148,14 @@ cdef inline tuple _untracked(tuple t):
     return t
 
 
+cdef inline tuple _extended(tuple t, item):
+    """``t + (item,)``, out of the cyclic GC like ``t`` when ``item`` is no GC object."""
+    cdef tuple out = t + (item,)
+    if not PyObject_GC_IsTracked(t) and not PyObject_IS_GC(item) and PyObject_GC_IsTracked(out):
+        PyObject_GC_UnTrack(<void*>out)
+    return out
+
+
 cdef bytes _utf8(s):
     # surrogatepass, as roomstate.ids.encode: lone surrogates stay exact.
     return PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")
@@ -454,11 +462,11 @@ cdef class Components:
         cdef Components c = Components.__new__(Components)
         c.blocks = self.blocks
         c.sizes = self.sizes
-        c.links = _untracked(self.links + (nid,))
-        c.deltas = _untracked(self.deltas + (delta,))
+        c.links = _extended(self.links, nid)
+        c.deltas = _extended(self.deltas, delta)
         c.hops = hops
         c.weight = weight
-        c.ids = _untracked(self.ids + (nid * 2 + 1,))
+        c.ids = _extended(self.ids, nid * 2 + 1)
         return c
 
 
