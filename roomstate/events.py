@@ -15,7 +15,18 @@ from ._core import (
     record_event_ids,
     unpack_uvarints,
 )
-from ._write import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, cached_nid, event_id_key, published_records, uvarint
+from ._write import (
+    HASH_ID,
+    IS_STATE,
+    OUTLIER,
+    PLACEHOLDER,
+    REJECTED,
+    Record,
+    cached_nid,
+    event_id_key,
+    published_records,
+    uvarint,
+)
 from .errors import InvalidEventError, RoomStateError
 from .txn import BoundedCache
 
@@ -139,6 +150,7 @@ class EventTable:
         self.ids_db = event_ids_db
         self.flags_db = flags_db
         self.ids = ids
+        self._next, self._meta_db = ids.counter(b"e")
         self.cache = BoundedCache(cache_items)
         self.to_nid = BoundedCache(500_000)
         self.to_str = BoundedCache(500_000)
@@ -174,7 +186,7 @@ class EventTable:
         if nid:
             return nid, False
         key = event_id_key(event_id, 8)
-        nid = self.ids.next_nid(tx, b"e")
+        nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, b"e") without a call layer
         # lmdb's put(key, value, dupdata, overwrite, append, db): positional
         # arguments, as on every per-event put, parse faster than keywords.
         if tx.txn.put(key, uvarint(nid), True, False, False, self.ids_db):

@@ -563,7 +563,9 @@ class StateStore:
         type_nid = cached_nid(to_nid[TYPE], pending, "nid:t", type_) or ids.assign(tx, TYPE, type_)
         skey_nid = 0
         if is_state:
-            skey_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", state_key) or ids.assign(tx, STATE_KEY, state_key)
+            skey_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", state_key) or ids.assign(
+                tx, STATE_KEY, state_key
+            )
 
         prev_nids = []
         prev_recs = []
