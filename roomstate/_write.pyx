@@ -27,6 +27,9 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object s)
     void* PyUnicode_DATA(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    int PyObject_IS_GC(object o)
+    int PyObject_GC_IsTracked(object o)
+    void PyObject_GC_UnTrack(void* o)
 
 cdef extern from *:
     """
@@ -124,12 +127,6 @@ cdef extern from *:
     }
     """
     cnp.ndarray rs_new_array(object descr, cnp.npy_intp n)
-
-
-cdef extern from "Python.h":
-    int PyObject_IS_GC(object o)
-    int PyObject_GC_IsTracked(object o)
-    void PyObject_GC_UnTrack(void* o)
 
 
 cdef inline tuple _untracked(tuple t):
