@@ -22,6 +22,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy
 
+from ._varint cimport _put_varint
+
 import numpy as np
 cimport numpy as cnp
 
@@ -552,16 +554,6 @@ def type_range(entries, uint32_t type_nid):
 # ---------------------------------------------------------------------------
 # varints: compact records for events and chain snapshots
 
-cdef inline Py_ssize_t _put_varint(unsigned char* out, uint64_t v) noexcept nogil:
-    cdef Py_ssize_t n = 0
-    while v >= 0x80:
-        out[n] = <unsigned char>((v & 0x7F) | 0x80)
-        v >>= 7
-        n += 1
-    out[n] = <unsigned char>v
-    return n + 1
-
-
 cdef inline Py_ssize_t _get_varint(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos, uint64_t* out) noexcept nogil:
     """Decode one varint at ``pos``; the new position, or -1 when truncated or too long."""
     cdef uint64_t v = 0
@@ -664,58 +656,11 @@ def unpack_entries(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t of
 # ---------------------------------------------------------------------------
 # event IDs of room versions 4+: "$" + unpadded base64url of 32 bytes
 
-cdef signed char _B64_VALUE[256]
 cdef const char* _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-cdef void _init_b64() noexcept:
-    cdef int i
-    for i in range(256):
-        _B64_VALUE[i] = -1
-    for i in range(64):
-        _B64_VALUE[<unsigned char>_B64_ALPHABET[i]] = i
-
-
-_init_b64()
-
-
-def pack_event_id(event_id):
-    """The 32 bytes behind a canonical room v4+ event ID, or None for any other ID.
-
-    >>> eid = "$" + "A" * 42 + "E"
-    >>> unpack_event_id(pack_event_id(eid)) == eid
-    True
-    >>> pack_event_id("$abc:example.org") is None
-    True
-    """
-    if not isinstance(event_id, str):
-        raise TypeError(f"an event ID is a string, got {type(event_id).__name__}")
-    if len(event_id) != 44 or event_id[0] != "$" or not event_id.isascii():
-        return None
-    cdef bytes ascii = str.encode(event_id, "ascii")
-    cdef const unsigned char* s = ascii
-    cdef unsigned char out[33]
-    cdef uint32_t acc = 0
-    cdef int bits = 0, n = 0, i
-    cdef signed char v
-    for i in range(1, 44):
-        v = _B64_VALUE[s[i]]
-        if v < 0:
-            return None
-        acc = (acc << 6) | <uint32_t>v
-        bits += 6
-        if bits >= 8:
-            bits -= 8
-            out[n] = <unsigned char>((acc >> bits) & 0xFF)
-            n += 1
-    # 43 characters carry 258 bits: the last 2 must be zero in the canonical form.
-    if n != 32 or (acc & ((1u << bits) - 1)) != 0:
-        return None
-    return (<char*>out)[:32]
-
-
 def unpack_event_id(const unsigned char[::1] raw):
-    """The event ID of 32 bytes packed by :func:`pack_event_id`."""
+    """The event ID of 32 bytes packed by :func:`roomstate._write.pack_event_id`."""
     if raw.shape[0] != 32:
         raise ValueError("a packed event ID is 32 bytes")
     cdef char out[44]
@@ -745,11 +690,7 @@ def single(uint32_t type_nid, uint32_t state_key_nid, uint64_t event_nid):
 
 
 # ---------------------------------------------------------------------------
-# event records (see roomstate.events.Record)
-
-cdef inline uint64_t _zigzag(int64_t v) noexcept nogil:
-    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
-
+# event records (see roomstate.events.Record; packed by roomstate._write.pack_record)
 
 cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
     return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)
@@ -763,32 +704,6 @@ cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v
         if pos < 0:
             return -1
     return pos
-
-
-def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
-                uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                bytes tail):
-    """Varints: flags, membership, room, type, state key, depth, before, after
-    (0 = same as before, else 1 + zigzag(after - before)), the prev count and
-    each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes)."""
-    cdef Py_ssize_t n = len(prevs), i, pos = 0, nt = len(tail)
-    cdef bytearray out = bytearray(10 * (9 + n) + nt)
-    cdef unsigned char* p = out
-    pos += _put_varint(p + pos, flags)
-    pos += _put_varint(p + pos, membership)
-    pos += _put_varint(p + pos, room)
-    pos += _put_varint(p + pos, type_nid)
-    pos += _put_varint(p + pos, state_key_nid)
-    pos += _put_varint(p + pos, depth)
-    pos += _put_varint(p + pos, before)
-    pos += _put_varint(p + pos, 0 if after == before else 1 + _zigzag(<int64_t>(after - before)))
-    pos += _put_varint(p + pos, <uint64_t>n)
-    for i in range(n):
-        pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
-    memcpy(p + pos, <const char*>tail, nt)
-    pos += nt
-    del out[pos:]
-    return bytes(out)
 
 
 def unpack_record(const unsigned char[::1] raw, uint64_t nid):

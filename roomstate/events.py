@@ -1,5 +1,4 @@
 """Event input validation, event records, and the per-event flag column."""
-from hashlib import blake2b
 import struct
 from collections.abc import Mapping
 
@@ -13,24 +12,28 @@ from ._core import (
     NameCache,
     OTHER_MEMBERSHIP,
     ParsedEvent,
-    pack_event_id,
     parse_common,
-    pack_record,
-    pack_uvarints,
     record_event_ids,
-    unpack_event_id,
-    unpack_record,
     unpack_uvarints,
 )
+from ._write import (
+    HASH_ID,
+    IS_STATE,
+    OUTLIER,
+    PLACEHOLDER,
+    REJECTED,
+    Record,
+    cached_nid,
+    event_id_key,
+    published_records,
+    uvarint,
+)
 from .errors import InvalidEventError, RoomStateError
-from .ids import decode, encode
 from .txn import BoundedCache
 
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
-IS_STATE, REJECTED, OUTLIER, PLACEHOLDER = 1, 2, 4, 16
-HASH_ID = 32  # record flag: the event ID is "$" + the unpadded base64url of the 32 stored bytes
 
 
 _U64 = struct.Struct(">Q")
@@ -134,74 +137,6 @@ def _parse(ev):
     return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
 
 
-def _pack_id(event_id):
-    """``(flag, bytes)`` for an event ID: room version 4+ IDs shrink from 44 to 32 bytes."""
-    raw = pack_event_id(event_id)
-    if raw is not None:
-        return HASH_ID, raw
-    return 0, encode(event_id)
-
-
-def _unpack_id(flags, raw):
-    if flags & HASH_ID:
-        return unpack_event_id(raw)
-    return decode(raw)
-
-
-class Record:
-    """A stored event: NIDs of its strings, its depth, and the snapshots around it.
-
-    Packed as varints — flags, membership, room, type, state key, depth,
-    snapshot before, snapshot after (0 when unchanged, else 1 + the zigzag of
-    the difference), the prev count and each prev as the zigzag of
-    ``own NID - prev NID`` — followed by the event ID's UTF-8 bytes.  The
-    record is the event ID's reverse map too.
-    """
-
-    __slots__ = ("flags", "membership", "room", "type", "state_key", "depth", "before", "after", "prevs", "event_id")
-
-    def __init__(self, flags, membership, room, type_, state_key, depth, before, after, prevs, event_id):
-        self.flags = flags
-        self.membership = membership
-        self.room = room
-        self.type = type_
-        self.state_key = state_key
-        self.depth = depth
-        self.before = before
-        self.after = after
-        self.prevs = prevs
-        self.event_id = event_id
-
-    @property
-    def is_state(self):
-        return bool(self.flags & IS_STATE)
-
-    @property
-    def rejected(self):
-        return bool(self.flags & REJECTED)
-
-    @property
-    def outlier(self):
-        return bool(self.flags & OUTLIER)
-
-    def pack(self, nid):
-        id_flag, id_bytes = _pack_id(self.event_id)
-        return pack_record(
-            nid, self.flags | id_flag, self.membership, self.room, self.type, self.state_key,
-            self.depth, self.before, self.after, self.prevs, id_bytes,
-        )
-
-    @classmethod
-    def unpack(cls, raw, nid):
-        flags, membership, room, type_, skey, depth, before, after, prevs, off = unpack_record(raw, nid)
-        event_id = _unpack_id(flags, raw[off:])
-        return cls(flags & ~HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
-
-
-def _hash_key(raw, size):
-    return blake2b(raw, digest_size=size).digest()
-
-
 class EventTable:
     """Event records by event NID, the event ID map, and the flag column.
 
@@ -216,6 +151,7 @@ class EventTable:
         self.ids_db = event_ids_db
         self.flags_db = flags_db
         self.ids = ids
+        self._next, self._meta_db = ids.counter(b"e")
         self.cache = BoundedCache(cache_items)
         self.to_nid = BoundedCache(500_000)
         self.to_str = NameCache(500_000)
@@ -230,9 +166,8 @@ class EventTable:
             nid = tx.get("enid", event_id)
             if nid is not None:
                 return nid
-        raw = encode(event_id)
         for size in (8, 16):
-            key = _hash_key(raw, size)
+            key = event_id_key(event_id, size)
             val = tx.txn.get(key, db=self.ids_db)
             if val is None:
                 return 0
@@ -248,16 +183,15 @@ class EventTable:
         The common case of a bulk import — an ID never seen — costs one LMDB
         put that refuses to overwrite, instead of a get and a put.
         """
-        nid = self.to_nid.get(event_id)
-        if nid is None:
-            enid = tx.table("enid")
-            nid = enid.get(event_id)
-        if nid is not None:
+        nid = cached_nid(self.to_nid, tx.pending, "enid", event_id)
+        if nid:
             return nid, False
-        key = _hash_key(encode(event_id), 8)
-        nid = self.ids.next_nid(tx, b"e")
-        if tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db, overwrite=False):
-            enid[event_id] = nid  # a write-through cache: no undo needed
+        key = event_id_key(event_id, 8)
+        nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, b"e") without a call layer
+        # lmdb's put(key, value, dupdata, overwrite, append, db): positional
+        # arguments, as on every per-event put, parse faster than keywords.
+        if tx.txn.put(key, uvarint(nid), True, False, False, self.ids_db):
+            tx.table("enid")[event_id] = nid  # a write-through cache: no undo needed
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
         nid = self.lookup(tx, event_id)
@@ -273,12 +207,11 @@ class EventTable:
 
     def assign_new(self, tx, event_id):
         """A NID for an event ID that :meth:`lookup` has just not found."""
-        raw = encode(event_id)
-        key = _hash_key(raw, 8)
+        key = event_id_key(event_id, 8)
         if tx.txn.get(key, db=self.ids_db) is not None:
-            key = _hash_key(raw, 16)  # its 8-byte digest names another ID
+            key = event_id_key(event_id, 16)  # its 8-byte digest names another ID
         nid = self.ids.next_nid(tx, b"e")
-        tx.txn.put(key, pack_uvarints((nid,)), db=self.ids_db)
+        tx.txn.put(key, uvarint(nid), db=self.ids_db)
         self._remember(tx, event_id, nid)
         return nid
 
@@ -355,7 +288,7 @@ class EventTable:
         return rec
 
     def put(self, tx, nid, rec, append=False):
-        if not tx.txn.put(_U64.pack(nid), rec.pack(nid), db=self.db, append=append):
+        if not tx.txn.put(_U64.pack(nid), rec.pack(nid), True, True, append, self.db):
             raise RoomStateError(f"event NID {nid} is not above the stored ones: the store is damaged")
         tx.put("event", nid, rec)
 
@@ -366,12 +299,13 @@ class EventTable:
     def publish(self, pending):
         new = pending.get("event")
         if new:
-            self.cache.publish({k: r for k, r in new.items() if not r.outlier and not r.flags & PLACEHOLDER})
+            settled, event_ids = published_records(new)
+            self.cache.publish(settled)
         fwd = pending.get("enid")
         if fwd:
             self.to_nid.publish(fwd)
         if new:
-            self.to_str.publish({k: r.event_id for k, r in new.items()})
+            self.to_str.publish(event_ids)
 
     # -- flag column -------------------------------------------------------
     def _chunk(self, tx, idx):

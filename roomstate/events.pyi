@@ -1,42 +1,15 @@
-from ._core import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common, pack_event_id as pack_event_id, pack_uvarints as pack_uvarints, unpack_event_id as unpack_event_id, unpack_uvarints as unpack_uvarints
+from ._core import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common, unpack_uvarints as unpack_uvarints
 from .errors import InvalidEventError as InvalidEventError, RoomStateError as RoomStateError
-from .ids import decode as decode, encode as encode
+from ._write import HASH_ID as HASH_ID, IS_STATE as IS_STATE, OUTLIER as OUTLIER, PLACEHOLDER as PLACEHOLDER, REJECTED as REJECTED, Record as Record, cached_nid as cached_nid, event_id_key as event_id_key, published_records as published_records, uvarint as uvarint
 from .txn import BoundedCache as BoundedCache
 from _typeshed import Incomplete
 
 MEMBERSHIP_MASK: int
 HAS_CHILD: int
-IS_STATE: Incomplete
-REJECTED: Incomplete
-OUTLIER: Incomplete
-PLACEHOLDER: Incomplete
-HASH_ID: int
 CHUNK: int
 
 
 def parse(ev: object) -> ParsedEvent: ...
-
-class Record:
-    flags: Incomplete
-    membership: Incomplete
-    room: Incomplete
-    type: Incomplete
-    state_key: Incomplete
-    depth: Incomplete
-    before: Incomplete
-    after: Incomplete
-    prevs: Incomplete
-    event_id: Incomplete
-    def __init__(self, flags, membership, room, type_, state_key, depth, before, after, prevs, event_id) -> None: ...
-    @property
-    def is_state(self): ...
-    @property
-    def rejected(self): ...
-    @property
-    def outlier(self): ...
-    def pack(self, nid): ...
-    @classmethod
-    def unpack(cls, raw, nid): ...
 
 class EventTable:
     db: Incomplete

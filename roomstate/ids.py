@@ -158,18 +158,14 @@ class IdMaps:
         self._remember(tx, kind, s, nid)
         return nid
 
+    def counter(self, kind):
+        """``(name, db)`` of the meta counter behind :meth:`next_nid` for ``kind``, for
+        the paths that allocate a NID per event (``tx.next_counter(name, db)``)."""
+        return _NEXT.get(kind) or b"next:" + kind, self.meta_db
+
     def next_nid(self, tx, kind):
         """Allocate a NID of ``kind`` (also used for blocks and snapshots)."""
-        name = _NEXT.get(kind) or b"next:" + kind
-        meta = tx.table("meta")
-        cur = meta.get(name)
-        if cur is None:
-            raw = tx.txn.get(name, db=self.meta_db)
-            cur = _U64.unpack(raw)[0] if raw is not None else 1
-        if tx.undo is not None:
-            tx.save("meta", name)
-        meta[name] = cur + 1
-        return cur
+        return tx.next_counter(*self.counter(kind))
 
     def unallocate(self, tx, kind, nid):
         """Give back the NID :meth:`next_nid` just returned."""

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _core
 from ._core import ENTRY_DTYPE
+from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
 from .errors import RoomStateError
 from .txn import BoundedCache
@@ -54,36 +55,13 @@ def tier(size):
     return t
 
 
-class Components:
-    """A snapshot resolved into its parts: blocks, then chain deltas oldest first."""
-
-    __slots__ = ("blocks", "sizes", "links", "deltas", "hops", "weight", "ids")
-
-    def __init__(self, blocks, sizes, links, deltas, hops, weight, ids=None):
-        self.blocks = blocks
-        self.sizes = sizes
-        self.links = links
-        self.deltas = deltas
-        self.hops = hops
-        self.weight = weight
-        # One integer per part, to find the prefix two snapshots share.
-        if ids is None:
-            ids = tuple(b * 2 for b in blocks) + tuple(s * 2 + 1 for s in links)
-        self.ids = ids
-
-    def link(self, nid, delta, hops, weight):
-        """The parts of a chain link on top of these."""
-        return Components(
-            self.blocks, self.sizes, self.links + (nid,), self.deltas + (delta,), hops, weight, self.ids + (nid * 2 + 1,)
-        )
-
-
 class SnapshotStore:
     def __init__(self, snapshots_db, hashes_db, blocks, ids, cache_items=50_000, state_cache_items=32):
         self.db = snapshots_db
         self.hashes_db = hashes_db
         self.blocks = blocks
         self.ids = ids
+        self._next, self._meta_db = ids.counter(SNAPSHOT_KIND)
         self.cache = BoundedCache(cache_items)
         self.state_cache = BoundedCache(state_cache_items)
 
@@ -146,12 +124,18 @@ class SnapshotStore:
             hit = tx.txn.get(digest, db=self.hashes_db)
             if hit is not None:
                 return _U64.unpack(hit)[0], False
-        nid = self.ids.next_nid(tx, SNAPSHOT_KIND)
-        if not tx.txn.put(_U64.pack(nid), record, db=self.db, append=True):  # NIDs only grow
-            raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
+        nid = self._append(tx, record)
         if digest is not None:
             tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
         return nid, True
+
+    def _append(self, tx, record):
+        """Store a snapshot record under the next NID."""
+        nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, SNAPSHOT_KIND) without a call layer
+        # NIDs only grow: append.  Positional (dupdata, overwrite, append, db): faster than keywords.
+        if not tx.txn.put(_U64.pack(nid), record, True, True, True, self.db):
+            raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
+        return nid
 
     def create_empty(self, tx):
         nid, _ = self._store(tx, _core.pack_uvarints((_KIND_BASE, 0)), True)
@@ -183,6 +167,20 @@ class SnapshotStore:
         nid, new = self._store(tx, record, True)
         if new:
             tx.put("snap", nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))
+        return nid
+
+    def derive_state(self, tx, parent, type_nid, state_key_nid, event_nid):
+        """``derive`` with the one entry of a state event: its chain link is packed without an entry array."""
+        c = tx.get("snap", parent)  # usually the snapshot this transaction made last
+        if c is None:
+            c = self.components(tx, parent)
+        hops = c.hops + 1
+        weight = c.weight + 1
+        if hops > MAX_HOPS or weight > MAX_WEIGHT:
+            return self.derive(tx, parent, _core.single(type_nid, state_key_nid, event_nid))
+        record, delta = chain_link(_KIND_CHAIN, hops, weight, parent, type_nid, state_key_nid, event_nid)
+        nid = self._append(tx, record)  # unique by construction (it holds the event): not indexed
+        tx.put("snap", nid, c.link(nid, delta, hops, weight))
         return nid
 
     def _compact(self, tx, blocks, sizes):
@@ -247,12 +245,19 @@ class SnapshotStore:
                 i += 1
             shared = i
         prefix = self.layers(tx, comps[0])[:shared]
-        tails = [_core.overlay(self.layers(tx, c, shared), keep_tombstones=True) for c in comps]
+        tails = [self._merged(self.layers(tx, c, shared)) for c in comps]
         keys, values = _core.align(tails, MISSING)
         if len(keys):
             base = _core.lookup_keys(prefix, keys)
             values = np.where(values == MISSING, base[:, None], values)
         return prefix, keys, values
+
+    @staticmethod
+    def _merged(layers):
+        """Layers overlaid into one sorted array, tombstones kept (a single layer is one already)."""
+        if len(layers) == 1:
+            return layers[0]
+        return _core.overlay(layers, keep_tombstones=True)
 
     def publish(self, pending):
         new = pending.get("snap")

@@ -31,12 +31,14 @@ from .events import (
     EventTable,
     Record,
     parse,
+    parse_common,
 )
 from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, IdMaps
 from .resolvers import BUILTIN, ResolverContext, newest_event, raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT, SNAPSHOT_KIND, SnapshotStore
 from .blocks import BLOCK_KIND
 from .statemap import StateDiff, StateMap
+from ._write import cached_nid, merge_delta, merge_split
 from .txn import ReadTx, Tx
 
 FORMAT_VERSION = 1
@@ -62,7 +64,6 @@ _DBS = (
 )
 _STATE_DBS = ("blocks", "block_hashes", "snapshots", "snapshot_hashes")
 _U64 = struct.Struct(">Q")
-_EMPTY = {}
 _COUNT_EVENTS = b"count:events"
 _COUNT_STATE = b"count:state_events"
 
@@ -547,32 +548,31 @@ class StateStore:
                 b._commit()
 
     def _add(self, tx, ev, outlier, given, resolver):
-        p = parse(ev)
+        p = parse_common(ev) or parse(ev)  # parse() takes the full validation when the fast path declines
         ids, events = self._ids, self._events
-        eid = p.event_id
+        # Each field read once: ParsedEvent attributes are descriptor lookups.
+        eid, room_id, type_, state_key = p.event_id, p.room_id, p.type, p.state_key
+        prev_ids, membership, rejected = p.prev_ids, p.membership, p.rejected
+        is_state = state_key is not None
         enid, fresh = events.lookup_or_assign(tx, eid)
         known_nid = not fresh
         existing = None if fresh else events.get(tx, enid)
         # Committed NIDs are in the process caches, this transaction's in its tables.
         to_nid, pending = ids.to_nid, tx.pending
-        room = to_nid[ROOM].get(p.room_id) or pending.get("nid:r", _EMPTY).get(p.room_id)
-        if not room:
-            room = ids.assign(tx, ROOM, p.room_id)
-        type_nid = to_nid[TYPE].get(p.type) or pending.get("nid:t", _EMPTY).get(p.type)
-        if not type_nid:
-            type_nid = ids.assign(tx, TYPE, p.type)
+        room = cached_nid(to_nid[ROOM], pending, "nid:r", room_id) or ids.assign(tx, ROOM, room_id)
+        type_nid = cached_nid(to_nid[TYPE], pending, "nid:t", type_) or ids.assign(tx, TYPE, type_)
         skey_nid = 0
-        if p.state_key is not None:
-            skey_nid = to_nid[STATE_KEY].get(p.state_key) or pending.get("nid:k", _EMPTY).get(p.state_key)
-            if not skey_nid:
-                skey_nid = ids.assign(tx, STATE_KEY, p.state_key)
+        if is_state:
+            skey_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", state_key) or ids.assign(
+                tx, STATE_KEY, state_key
+            )
 
         prev_nids = []
         prev_recs = []
         max_depth = 0
         missing = unsettled = False
         last = tx.last
-        for pid in p.prev_ids:
+        for pid in prev_ids:
             if last is not None and last[0] == pid:
                 # The event just added in this transaction: the usual prev of a linear history.
                 pnid, prec = last[1], last[2]
@@ -592,7 +592,7 @@ class StateStore:
             prev_recs.append(prec)
 
         depth = p.depth if p.depth is not None else 1 + max_depth
-        flags = (IS_STATE if p.state_key is not None else 0) | (REJECTED if p.rejected else 0)
+        flags = (IS_STATE if is_state else 0) | (REJECTED if rejected else 0)
 
         if existing is not None:
             self._check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags)
@@ -601,7 +601,7 @@ class StateStore:
         newest = enid  # a NID above every stored record: its record can be appended
 
         if missing:
-            for i, pid in enumerate(p.prev_ids):
+            for i, pid in enumerate(prev_ids):
                 if prev_recs[i] is None:
                     if not (outlier or given is not None):
                         raise MissingEventError(f"prev event {pid!r} of {eid!r} is not stored", pid)
@@ -619,7 +619,7 @@ class StateStore:
                 before = self._given_state(tx, room, eid, given, parents)
             else:
                 if unsettled:
-                    for pid, prec in zip(p.prev_ids, prev_recs):
+                    for pid, prec in zip(prev_ids, prev_recs):
                         if prec.outlier:
                             raise MissingEventError(
                                 f"the state after prev event {pid!r} of {eid!r} is not known (it is an outlier)", pid
@@ -629,25 +629,27 @@ class StateStore:
                 elif not prev_recs:
                     before = EMPTY_SNAPSHOT
                 else:
-                    before = self._merge(tx, p.room_id, [r.after for r in prev_recs], resolver, store=True)
-            if p.state_key is not None and not p.rejected:
-                after = self._snaps.derive(tx, before, _core.single(type_nid, skey_nid, enid))
+                    before = self._merge(tx, room_id, [r.after for r in prev_recs], resolver, store=True)
+            if is_state and not rejected:
+                after = self._snaps.derive_state(tx, before, type_nid, skey_nid, enid)
             else:
                 after = before
 
-        rec = Record(flags, p.membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
+        rec = Record(flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
         events.put(tx, enid, rec, append=not known_nid and newest == enid)
         # A brand-new NID has no flags yet; one that named a prev may have HAS_CHILD.
         own_flags = events.flags(tx, enid) if known_nid else 0
-        if (own_flags & MEMBERSHIP_MASK) != p.membership:
-            events.set_flags(tx, enid, (own_flags & ~MEMBERSHIP_MASK) | p.membership)
-        new = (1 if p.state_key is None else 3) if existing is None else 0
+        if (own_flags & MEMBERSHIP_MASK) != membership:
+            events.set_flags(tx, enid, (own_flags & ~MEMBERSHIP_MASK) | membership)
+        new = (3 if is_state else 1) if existing is None else 0
         if outlier:
             return new
         # Forward extremities: the new event replaces its prevs, unless a
         # stored event already names it as a prev.
         tx.last = (eid, enid, rec)
-        ex = self._extremity_nids(tx, room)
+        ex = tx.get("rooms", room)  # this transaction's extremities, read before
+        if ex is None:
+            ex = self._extremity_nids(tx, room)
         if len(prev_nids) == 1 and ex == (prev_nids[0],) and not own_flags & HAS_CHILD:
             tx.put("rooms", room, (enid,))
         else:
@@ -773,10 +775,7 @@ class StateStore:
         if len(snaps) == 1:
             return snaps[0] if store else S.state(tx, snaps[0])
         prefix, keys, vals = S.aligned(tx, snaps)
-        first = vals[:, 0] if len(keys) else np.zeros(0, np.uint64)
-        agree = (vals == first[:, None]).all(axis=1)
-        result = np.where(agree, first, 0).astype(np.uint64)
-        conflicted_rows = np.flatnonzero(~agree)
+        result, agree, conflicted_rows = merge_split(vals)
         if len(conflicted_rows) and resolver is newest_event:
             self._resolve_newest(tx, vals, conflicted_rows, result)
         elif len(conflicted_rows):
@@ -789,26 +788,19 @@ class StateStore:
             return frozen(_core.overlay(prefix + [delta]))
         if len(keys) == 0:
             return snaps[0]
-        cost = (vals != result[:, None]).sum(axis=0)
-        j = int(np.argmin(cost))
-        if cost[j] == 0:
+        j, delta = merge_delta(keys, vals, result)
+        if delta is None:
             return snaps[j]
-        mask = vals[:, j] != result
-        delta = keys[mask].copy()
-        delta["event"] = result[mask]
         return S.derive(tx, snaps[j], delta, indexed=True)
 
     def _resolve_newest(self, tx, vals, rows, result):
         """``newest_event`` on NIDs: no strings unless two candidates share a depth."""
         get = self._events.get
-        for i in rows.tolist():
-            cands = {e for e in vals[i].tolist() if e}
-            best = max(cands, key=lambda e: get(tx, e).depth)
-            depth = get(tx, best).depth
-            tied = [e for e in cands if get(tx, e).depth == depth]
-            if len(tied) > 1:
-                best = max(tied, key=lambda e: self._events.event_id(tx, e))
-            result[i] = best
+        for i, row in zip(rows.tolist(), vals[rows].tolist()):
+            depths = {e: get(tx, e).depth for e in set(row) if e}  # one record read per candidate
+            top = max(depths.values())
+            tied = [e for e, d in depths.items() if d == top]
+            result[i] = tied[0] if len(tied) == 1 else max(tied, key=lambda e: self._events.event_id(tx, e))
 
     def _resolve(self, tx, room_id, snaps, prefix, keys, vals, agree, result, rows, resolver):
         ids = self._ids

@@ -1,11 +1,12 @@
 import types
 from .blocks import BLOCK_KIND as BLOCK_KIND, BlockStore as BlockStore, empty_entries as empty_entries, entries_from as entries_from, frozen as frozen
 from .errors import InvalidEventError as InvalidEventError, MissingEventError as MissingEventError, ReadOnlyError as ReadOnlyError, RoomStateError as RoomStateError, StoreFormatError as StoreFormatError
-from .events import EventTable as EventTable, HAS_CHILD as HAS_CHILD, IS_STATE as IS_STATE, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIP_MASK as MEMBERSHIP_MASK, OUTLIER as OUTLIER, REJECTED as REJECTED, Record as Record, parse as parse
+from .events import EventTable as EventTable, HAS_CHILD as HAS_CHILD, IS_STATE as IS_STATE, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIP_MASK as MEMBERSHIP_MASK, OUTLIER as OUTLIER, REJECTED as REJECTED, Record as Record, parse as parse, parse_common as parse_common
 from .ids import EVENT as EVENT, IdMaps as IdMaps, MEMBER_TYPE_NID as MEMBER_TYPE_NID, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
 from .resolvers import BUILTIN as BUILTIN, ResolverContext as ResolverContext, newest_event as newest_event, raise_on_conflict as raise_on_conflict
 from .snapshots import EMPTY_SNAPSHOT as EMPTY_SNAPSHOT, SNAPSHOT_KIND as SNAPSHOT_KIND, SnapshotStore as SnapshotStore
 from .statemap import StateDiff as StateDiff, StateMap as StateMap
+from ._write import cached_nid as cached_nid, merge_delta as merge_delta, merge_split as merge_split
 from .txn import ReadTx as ReadTx, Tx as Tx
 from _typeshed import Incomplete
 from collections.abc import Callable, Iterable, Iterator, Mapping

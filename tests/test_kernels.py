@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomstate import _core
+from roomstate import _core, _write
 from roomstate._core import ENTRY_DTYPE
 
 E = ENTRY_DTYPE
@@ -207,7 +207,7 @@ U64 = st.integers(0, 2**64 - 1)
 @given(U64, st.lists(U64, min_size=8, max_size=8), st.lists(U64, max_size=20), st.binary(max_size=50))
 def test_event_records_round_trip(nid, head, prevs, tail):
     flags, membership, room, type_, skey, depth, before, after = head
-    raw = _core.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
+    raw = _write.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
     *fields, off = _core.unpack_record(raw, nid)
     assert fields == [flags, membership, room, type_, skey, depth, before, after, tuple(prevs)]
     assert raw[off:] == tail
@@ -220,13 +220,13 @@ def test_event_ids_pack_to_32_bytes(raw):
     import base64
 
     eid = "$" + base64.urlsafe_b64encode(raw).decode()[:43]
-    assert _core.pack_event_id(eid) == raw
+    assert _write.pack_event_id(eid) == raw
     assert _core.unpack_event_id(raw) == eid
 
 
 @given(st.text(max_size=60))
 def test_other_event_ids_are_left_alone(eid):
-    packed = _core.pack_event_id(eid)
+    packed = _write.pack_event_id(eid)
     if packed is not None:
         assert _core.unpack_event_id(packed) == eid
 

@@ -1,3 +1,4 @@
+# cython: language_level=3
 """Transactions with pending tables.
 
 Every write runs in one LMDB write transaction (a nested one per call inside a
@@ -15,43 +16,70 @@ A nested transaction shares its parent's tables.  It keeps an undo log of the
 dirty entries it changes; when it aborts, the log restores them and the
 write-through caches are dropped (they refill from LMDB, which the abort
 rolled back).
+
+A Cython module proper: ``Tx`` is a C class, since nearly every step of adding
+an event reads or writes its tables.
 """
 
+import struct
+
 DIRTY = frozenset(("meta", "rooms", "flags"))
+_U64 = struct.Struct(">Q")
 _MISSING = object()
 
 
-class Tx:
-    __slots__ = ("txn", "write", "parent", "pending", "undo", "last")
+cdef class Tx:
+    """A write transaction: the LMDB transaction and the pending tables riding along."""
 
-    def __init__(self, txn, write, parent=None):
+    cdef public object txn
+    cdef public bint write
+    cdef public Tx parent
+    cdef public dict pending
+    cdef public dict undo
+    # (event ID, NID, record) of the event this transaction added last.
+    cdef public object last
+
+    def __init__(self, txn, write, Tx parent=None):
         self.txn = txn
         self.write = write
         self.parent = parent
         self.pending = parent.pending if parent is not None else {}
         self.undo = {} if parent is not None else None
-        # (event ID, NID, record) of the event this transaction added last.
         self.last = parent.last if parent is not None else None
 
     def table(self, name):
-        t = self.pending.get(name)
+        cdef dict t = self.pending.get(name)
         if t is None:
             t = self.pending[name] = {}
         return t
 
     def get(self, name, key, default=None):
-        t = self.pending.get(name)
+        cdef dict t = self.pending.get(name)
         if t is None:
             return default
         return t.get(key, default)
 
     def put(self, name, key, value):
-        t = self.pending.get(name)
+        cdef dict t = self.pending.get(name)
         if t is None:
             t = self.pending[name] = {}
         if self.undo is not None and name in DIRTY:
             self.save(name, key)
         t[key] = value
+
+    def next_counter(self, name, db):
+        """The value of the counter ``name`` of the meta table (1 when unset), then incremented."""
+        cdef dict meta = self.pending.get("meta")
+        if meta is None:
+            meta = self.pending["meta"] = {}
+        cur = meta.get(name)
+        if cur is None:
+            raw = self.txn.get(name, None, db)
+            cur = _U64.unpack(raw)[0] if raw is not None else 1
+        if self.undo is not None:
+            self.save("meta", name)
+        meta[name] = cur + 1
+        return cur
 
     def trim(self):
         """Drop the write-through caches (they refill from LMDB on demand)."""
