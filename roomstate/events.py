@@ -256,9 +256,7 @@ class EventTable:
             by_key = dict(zip(wanted, record_event_ids(found)))
             for i in missing:
                 out[i] = by_key[keys[i]]
-            self.to_str.update(by_key)
-            if len(self.to_str) > self.to_str.limit:
-                self.to_str.publish({})
+            self.to_str.update(by_key)  # a NameCache: bounded by itself
         return out
 
     # -- records -----------------------------------------------------------

@@ -138,9 +138,7 @@ class IdMaps:
             for i in missing:
                 out[i] = by_key[keys[i]]
             if not tx.write:
-                self.to_str[kind].update(by_key)
-                if len(self.to_str[kind]) > self.to_str[kind].limit:
-                    self.to_str[kind].publish({})
+                self.to_str[kind].update(by_key)  # a NameCache: bounded by itself
         return out
 
     # -- writes ------------------------------------------------------------
