@@ -310,50 +310,96 @@ def overlay(layers, bint keep_tombstones=False):
 # ---------------------------------------------------------------------------
 # align: the value of every key in each of several states (for merges)
 
-def align(states, uint64_t missing=0):
+cdef Py_ssize_t _union_size(Layer* ls, Py_ssize_t k) noexcept nogil:
+    """How many distinct keys the layers hold together (their positions are left at 0)."""
+    cdef Py_ssize_t m = 0, j
+    cdef uint64_t key, best
+    cdef bint any_left
+    while True:
+        any_left = False
+        best = 0
+        for j in range(k):
+            if ls[j].pos < ls[j].n:
+                key = key_of(&ls[j].data[ls[j].pos])
+                if not any_left or key < best:
+                    best = key
+                any_left = True
+        if not any_left:
+            break
+        for j in range(k):
+            if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == best:
+                ls[j].pos += 1
+        m += 1
+    for j in range(k):
+        ls[j].pos = 0
+    return m
+
+
+cdef inline uint64_t _lookup_in(Layer* ls, Py_ssize_t k, uint64_t key) noexcept nogil:
+    """The event of ``key`` in overlaid layers (the last one holding it wins), or 0."""
+    cdef Py_ssize_t j = k - 1, r
+    while j >= 0:
+        r = _find(ls[j].data, ls[j].n, key)
+        if r >= 0:
+            return ls[j].data[r].event
+        j -= 1
+    return 0
+
+
+def align(states, uint64_t missing=0, base=None):
     """Line up several sorted states key by key.
 
     Returns ``(keys, values)``: ``keys`` is an entry array of the union of keys
     (event 0), ``values[i, j]`` the event NID of key ``i`` in state ``j``, or
-    ``missing`` where state ``j`` has no entry for the key (a tombstone entry
-    gives 0).
+    where state ``j`` has no entry for the key (a tombstone entry gives 0):
+    ``missing``, or with ``base`` (a list of layers under every state) the
+    key's event in the overlaid base, 0 when it has none.
     """
     cdef list arrays = list(states)
+    cdef list base_arrays = list(base) if base is not None else []
     cdef list views = []
-    cdef Py_ssize_t k = len(arrays), total = 0, m = 0, j
-    cdef uint64_t key, best
-    cdef bint any_left
-    for a in arrays:
-        total += len(a)
-    keys = _empty(total)
-    values = np.full((total, max(k, 1)), missing, dtype=np.uint64)
-    if total == 0:
-        return keys, values[:0, :k]
-    cdef Entry[::1] ko = keys
-    cdef uint64_t[:, ::1] vo = values
+    cdef Py_ssize_t k = len(arrays), nb = len(base_arrays), m, i, j
+    cdef uint64_t key, fill
+    cdef bint filled
     cdef Layer* ls = _layers(arrays, views)
-    with nogil:
-        while True:
-            any_left = False
-            best = 0
-            for j in range(k):
-                if ls[j].pos < ls[j].n:
-                    key = key_of(&ls[j].data[ls[j].pos])
-                    if not any_left or key < best:
-                        best = key
-                    any_left = True
-            if not any_left:
-                break
-            ko[m].type = <uint32_t>(best >> 32)
-            ko[m].state_key = <uint32_t>(best & 0xFFFFFFFFu)
-            ko[m].event = 0
-            for j in range(k):
-                if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == best:
-                    vo[m, j] = ls[j].data[ls[j].pos].event
-                    ls[j].pos += 1
-            m += 1
-    free(ls)
-    return keys[:m].copy(), values[:m, :k].copy()
+    cdef Layer* bs = NULL
+    cdef Entry* ko
+    cdef uint64_t* vo
+    try:
+        if nb:
+            bs = _layers(base_arrays, views)
+        with nogil:
+            m = _union_size(ls, k)
+        keys = _empty(m)
+        values = np.empty((m, max(k, 1)), dtype=np.uint64)
+        ko = <Entry*>cnp.PyArray_DATA(keys)
+        vo = <uint64_t*>cnp.PyArray_DATA(values)
+        with nogil:
+            for i in range(m):
+                key = 0
+                filled = False
+                for j in range(k):
+                    if ls[j].pos < ls[j].n and (not filled or key_of(&ls[j].data[ls[j].pos]) < key):
+                        key = key_of(&ls[j].data[ls[j].pos])
+                        filled = True
+                ko[i].type = <uint32_t>(key >> 32)
+                ko[i].state_key = <uint32_t>(key & 0xFFFFFFFFu)
+                ko[i].event = 0
+                filled = False
+                fill = missing
+                for j in range(k):
+                    if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == key:
+                        vo[i * k + j] = ls[j].data[ls[j].pos].event
+                        ls[j].pos += 1
+                    else:
+                        if nb and not filled:
+                            fill = _lookup_in(bs, nb, key)
+                            filled = True
+                        vo[i * k + j] = fill
+    finally:
+        free(ls)
+        free(bs)
+    return keys, values[:, :k]
 
 
 # ---------------------------------------------------------------------------
@@ -498,14 +544,7 @@ def lookup_keys(layers, keys):
     cdef Layer* ls = _layers(arrays, views)
     with nogil:
         for i in range(nk):
-            key = key_of(&kv[i])
-            j = k - 1
-            while j >= 0:
-                r = _find(ls[j].data, ls[j].n, key)
-                if r >= 0:
-                    vo[i] = ls[j].data[r].event
-                    break
-                j -= 1
+            vo[i] = _lookup_in(ls, k, key_of(&kv[i]))
     free(ls)
     return values
 

@@ -23,7 +23,6 @@ are indexed by a digest of their record so identical ones are stored once.
 import hashlib
 import struct
 
-import numpy as np
 
 from . import _core
 from ._core import ENTRY_DTYPE
@@ -41,7 +40,6 @@ FANOUT = 8
 TIER_BASE = 32
 MAX_BLOCKS = 64
 
-MISSING = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 _U64 = struct.Struct(">Q")
 _KIND_BASE, _KIND_CHAIN = 1, 2
@@ -110,11 +108,14 @@ class SnapshotStore:
             if len(self.cache) > self.cache.limit:
                 self.cache.publish({})
 
-    def layers(self, tx, c, start=0):
-        """The entry arrays of a snapshot's parts from part ``start`` on."""
+    def layers(self, tx, c, start=0, stop=None):
+        """The entry arrays of a snapshot's parts ``start`` to ``stop`` (default: the last)."""
         nb = len(c.blocks)
-        out = [self.blocks.get(tx, b) for b in c.blocks[start:]]
-        out.extend(c.deltas[max(0, start - nb):])
+        if stop is None:
+            stop = nb + len(c.deltas)
+        get = self.blocks.get
+        out = [get(tx, b) for b in c.blocks[start:stop]]
+        out.extend(c.deltas[max(0, start - nb):max(0, stop - nb)])
         return out
 
     def _store(self, tx, record, indexed):
@@ -244,12 +245,9 @@ class SnapshotStore:
             while i < n and c.ids[i] == first[i]:
                 i += 1
             shared = i
-        prefix = self.layers(tx, comps[0])[:shared]
+        prefix = self.layers(tx, comps[0], 0, shared)
         tails = [self._merged(self.layers(tx, c, shared)) for c in comps]
-        keys, values = _core.align(tails, MISSING)
-        if len(keys):
-            base = _core.lookup_keys(prefix, keys)
-            values = np.where(values == MISSING, base[:, None], values)
+        keys, values = _core.align(tails, base=prefix)
         return prefix, keys, values
 
     @staticmethod

@@ -119,6 +119,21 @@ def test_align(states):
         assert [int(x) for x in v[i]] == [d.get(key, 2**64 - 1) for d in dicts]
 
 
+
+@given(st.lists(rows, max_size=5), st.lists(rows, max_size=4))
+def test_align_fills_gaps_from_the_base(states, base):
+    """With ``base``, a key a state lacks takes its value in the overlaid base layers."""
+    states = [ref_unique(s, drop_tombstones=False) for s in states]
+    base = [ref_unique(layer) for layer in base]
+    k, v = _core.align([arr(s) for s in states], base=[arr(layer) for layer in base])
+    under = {(t, kk): e for t, kk, e in ref_overlay(base, keep_tombstones=True)}
+    dicts = [{(t, kk): e for t, kk, e in s} for s in states]
+    expect_keys = sorted(set().union(*dicts))
+    assert [(int(r[0]), int(r[1])) for r in k.tolist()] == expect_keys
+    assert v.shape == (len(expect_keys), len(states))
+    for i, key in enumerate(expect_keys):
+        assert [int(x) for x in v[i]] == [d.get(key, under.get(key, 0)) for d in dicts]
+
 @given(rows, rows)
 def test_diff(a, b):
     a, b = ref_unique(a, True), ref_unique(b, True)
