@@ -3,6 +3,7 @@ import base64
 import hashlib
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +13,15 @@ from roomstate._core import ENTRY_DTYPE
 _event_ids = st.text(max_size=200) | st.builds(
     lambda b: "$" + base64.urlsafe_b64encode(b).decode().rstrip("="), st.binary(min_size=32, max_size=32)
 )
+
+
+@pytest.mark.parametrize("length", [0, 1, 63, 64, 127, 128, 129, 255, 256, 257, 1000, 4096])
+@pytest.mark.parametrize("size", [8, 16, 64])
+def test_event_id_key_at_blake2b_block_edges(length, size):
+    """BLAKE2b works in 128-byte blocks, the last one padded: IDs around each edge."""
+    for event_id in "a" * length, "é" * (length // 2) + "x" * (length % 2):
+        raw = event_id.encode("utf-8")
+        assert _write.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
 
 
 @given(_event_ids, st.integers(1, 64))
