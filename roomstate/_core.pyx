@@ -15,9 +15,12 @@ numpy arrays.
 >>> overlay([sort_unique(a), np.array([(5, 9, 0)], dtype=ENTRY_DTYPE)]).tolist()
 [(1, 1, 10)]
 """
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_Pack
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy
@@ -702,6 +705,10 @@ def unpack_event_id(const unsigned char[::1] raw):
     """The event ID of 32 bytes packed by :func:`roomstate._write.pack_event_id`."""
     if raw.shape[0] != 32:
         raise ValueError("a packed event ID is 32 bytes")
+    return _unpack_event_id(&raw[0])
+
+
+cdef str _unpack_event_id(const unsigned char* raw):
     cdef char out[44]
     cdef uint32_t acc = 0
     cdef int bits = 0, n = 1, i
@@ -773,25 +780,63 @@ def record_event_ids(list raws):
     """
     cdef list out = []
     cdef const unsigned char[::1] raw
-    cdef Py_ssize_t n, pos, i
-    cdef uint64_t v[9]
-    cdef uint64_t z
     for obj in raws:
         raw = obj
-        n = raw.shape[0]
-        if n == 0:
+        if raw.shape[0] == 0:
             raise ValueError("empty event record")
-        pos = _record_head(&raw[0], n, v)
+        out.append(_record_event_id(&raw[0], raw.shape[0]))
+    return out
+
+
+cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
+    """The event ID in the event record ``raw[:n]`` (``n`` > 0)."""
+    cdef uint64_t v[9]
+    cdef uint64_t z
+    cdef Py_ssize_t pos = _record_head(raw, n, v), i
+    if pos < 0:
+        raise ValueError("truncated event record")
+    for i in range(<Py_ssize_t>v[8]):
+        pos = _get_varint(raw, n, pos, &z)
         if pos < 0:
             raise ValueError("truncated event record")
-        for i in range(<Py_ssize_t>v[8]):
-            pos = _get_varint(&raw[0], n, pos, &z)
-            if pos < 0:
-                raise ValueError("truncated event record")
-        if v[0] & 32:
-            out.append(unpack_event_id(raw[pos:]))
-        else:
-            out.append(bytes(raw[pos:]).decode("utf-8", "surrogatepass"))
+    if v[0] & 32:
+        if n - pos != 32:
+            raise ValueError("a packed event ID is 32 bytes")
+        return _unpack_event_id(raw + pos)
+    return PyUnicode_DecodeUTF8(<const char*>raw + pos, n - pos, "surrogatepass")
+
+
+def fetch_names(txn, db, nids, bint records=False):
+    """The strings stored under big-endian 8-byte NID keys in ``db``, in the order of ``nids``.
+
+    A name table's values are UTF-8 strings; with ``records`` they are event
+    records, and their event IDs are returned.  None where a NID has no value.
+    One C loop over ``txn.get``: a cold read's every state key and event ID.
+    """
+    cdef list out = []
+    cdef unsigned char key[8]
+    cdef uint64_t v
+    cdef int i
+    cdef Py_buffer view
+    get = txn.get
+    for nid in nids:
+        v = nid
+        for i in range(8):
+            key[7 - i] = <unsigned char>((v >> (8 * i)) & 0xFF)
+        val = get(PyBytes_FromStringAndSize(<char*>key, 8), None, db)
+        if val is None:
+            out.append(None)
+            continue
+        PyObject_GetBuffer(val, &view, PyBUF_SIMPLE)
+        try:
+            if records:
+                if view.len == 0:
+                    raise ValueError("empty event record")
+                out.append(_record_event_id(<const unsigned char*>view.buf, view.len))
+            else:
+                out.append(PyUnicode_DecodeUTF8(<const char*>view.buf, view.len, "surrogatepass"))
+        finally:
+            PyBuffer_Release(&view)
     return out
 
 
@@ -1038,6 +1083,21 @@ cdef class NameCache:
             self.store(k, v)
 
     publish = update
+
+    def absent(self, nids):
+        """The NIDs of ``nids`` (ints >= 1) the cache does not hold, in order."""
+        cdef list out = []
+        cdef uint64_t k
+        for nid in nids:
+            k = nid
+            if self.find(k) == NULL:
+                out.append(nid)
+        return out
+
+    def put_many(self, nids, values):
+        """Add ``nids[i] -> values[i]`` for every i."""
+        for nid, value in zip(nids, values):
+            self.store(nid, value)
 
     def clear(self):
         self._drop_all()

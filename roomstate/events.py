@@ -12,8 +12,8 @@ from ._core import (
     NameCache,
     OTHER_MEMBERSHIP,
     ParsedEvent,
+    fetch_names,
     parse_common,
-    record_event_ids,
     unpack_uvarints,
 )
 from ._write import (
@@ -249,11 +249,10 @@ class EventTable:
                     out[i] = self.event_id(tx, keys[i])
                 return out
             wanted = sorted(set(keys[i] for i in missing))
-            get, db, pack = tx.txn.get, self.db, _U64.pack
-            found = [get(pack(k), db=db) for k in wanted]
+            found = fetch_names(tx.txn, self.db, wanted, True)
             if None in found:
                 raise RoomStateError("an event NID has no record: the store is damaged")
-            by_key = dict(zip(wanted, record_event_ids(found)))
+            by_key = dict(zip(wanted, found))
             for i in missing:
                 out[i] = by_key[keys[i]]
             self.to_str.update(by_key)  # a NameCache: bounded by itself

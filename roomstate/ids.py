@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from ._core import NameCache
+from ._core import NameCache, fetch_names
 from .errors import RoomStateError
 from .txn import BoundedCache
 
@@ -130,11 +130,10 @@ class IdMaps:
         if None in out:
             missing = [i for i, s in enumerate(out) if s is None]
             wanted = sorted(set(keys[i] for i in missing))
-            get, db, pack = tx.txn.get, self.names_db[kind], _U64.pack
-            found = [get(pack(k), db=db) for k in wanted]
+            found = fetch_names(tx.txn, self.names_db[kind], wanted)
             if None in found:
                 raise RoomStateError(f"a {kind.decode()} NID has no string: the store is damaged")
-            by_key = {k: decode(v) for k, v in zip(wanted, found)}
+            by_key = dict(zip(wanted, found))
             for i in missing:
                 out[i] = by_key[keys[i]]
             if not tx.write:

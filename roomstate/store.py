@@ -1054,15 +1054,31 @@ class StateStore:
         """The ``(type, state_key)`` keys and the event IDs of entries, as two lists.
 
         Answered from the NID caches in one C loop when they hold every string
-        (a warm store); what they miss is read in bulk.
+        (a warm store); otherwise the strings they miss are read into them in
+        one C loop per kind first.
         """
         self._check_open()  # cached strings too: a closed store answers nothing
         ids, events = self._ids, self._events
-        keys, values, missing = _core.state_names(
-            entries, ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str
-        )
-        if missing:
-            with self._reading() as tx:
+        caches = (ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str)
+        keys, values, missing = _core.state_names(entries, *caches)
+        if not missing:
+            return keys, values
+        with self._reading() as tx:
+            if not tx.write:  # only committed strings may be cached
+                for cache, db, column, records, what in (
+                    (caches[1], ids.names_db[TYPE], "type", False, "type NID has no string"),
+                    (caches[2], ids.names_db[STATE_KEY], "state_key", False, "state key NID has no string"),
+                    (events.to_str, events.db, "event", True, "event NID has no record"),
+                ):
+                    absent = cache.absent(np.unique(entries[column]).tolist())
+                    if absent and absent[0] == 0:
+                        absent = absent[1:]  # NID 0: no event (never stored)
+                    found = _core.fetch_names(tx.txn, db, absent, records)
+                    if None in found:
+                        raise RoomStateError(f"a {what}: the store is damaged")
+                    cache.put_many(absent, found)
+                keys, values, missing = _core.state_names(entries, *caches)
+            if missing:  # a write transaction's reads, or caches too small for the state
                 at = [i for i, k in enumerate(keys) if k is None]
                 if at:
                     sub = entries[at]

@@ -1,4 +1,8 @@
 """The Cython kernels against plain-Python references."""
+import base64
+import struct
+
+import lmdb
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -349,3 +353,29 @@ def test_state_names_fills_what_the_caches_hold(rows, known_types, known_keys, k
     # key tuples are shared: a second read returns the same objects
     again = _core.state_names(a, pairs, types, skeys, events)[0]
     assert all(x is y for x, y in zip(again, keys) if x is not None)
+
+
+def test_fetch_names_reads_names_and_event_ids(tmp_path):
+    key = struct.Struct(">Q").pack
+    v4 = "$" + base64.urlsafe_b64encode(bytes(range(32))).decode().rstrip("=")
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=2)
+    try:
+        names, records = env.open_db(b"names"), env.open_db(b"records")
+        with env.begin(write=True) as txn:
+            txn.put(key(1), "é".encode(), db=names)
+            txn.put(key(3), "\ud800".encode("utf-8", "surrogatepass"), db=names)  # kept exact
+            txn.put(key(2), _write.Record(0, 0, 1, 1, 0, 1, 0, 0, (), "$plain:x").pack(2), db=records)
+            txn.put(key(5), _write.Record(0, 0, 1, 1, 0, 2, 0, 0, (2,), v4).pack(5), db=records)
+        with env.begin(buffers=True) as txn:
+            assert _core.fetch_names(txn, names, [3, 1, 2]) == ["\ud800", "é", None]
+            assert _core.fetch_names(txn, records, [5, 2, 4], records=True) == [v4, "$plain:x", None]
+            assert _core.fetch_names(txn, names, []) == []
+    finally:
+        env.close()
+
+
+def test_name_cache_absent_and_put_many():
+    cache = _core.NameCache(10)
+    cache.put_many([5, 1, 9], ["e", "a", "i"])
+    assert cache.absent([1, 2, 5, 7, 9]) == [2, 7]
+    assert [cache[k] for k in (1, 5, 9)] == ["a", "e", "i"]

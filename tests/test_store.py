@@ -2,7 +2,9 @@
 import pytest
 
 import roomstate
+from roomstate import _core
 from roomstate import ConflictError, InvalidEventError, MissingEventError, ReadOnlyError, StoreFormatError
+from roomstate.ids import STATE_KEY
 from roomstate.store import _DBS
 
 ROOM = "!room:example.org"
@@ -111,6 +113,30 @@ def test_statemap_reads_in_any_order(store):
         assert {k: s[k] for k in s} == want and dict(s) == want
         with pytest.raises(KeyError):
             s[("m.room.member", "@carol:x")]
+
+
+
+def test_state_strings_cold_warm_in_a_batch_and_past_the_cache_bounds(tmp_path):
+    path = tmp_path / "s"
+    with roomstate.open(path) as s:
+        for e in SIX:
+            s.add_event(e)
+    want = {("m.room.create", ""): "$1", ("m.room.member", "@alice:x"): "$5", ("m.room.member", "@bob:x"): "$3"}
+    with roomstate.open(path) as s:  # a fresh store object: every string read from LMDB
+        assert dict(s.state_after("$6")) == want
+        assert dict(s.state_after("$6")) == want  # then from the caches
+    with roomstate.open(path) as s:  # caches too small for one state: the slow path
+        s._ids.pairs = _core.NameCache(1)
+        s._ids.to_str[STATE_KEY] = _core.NameCache(1)
+        s._events.to_str = _core.NameCache(1)
+        assert dict(s.state_after("$6")) == want and s.state_after("$6").to_dict() == want
+    with roomstate.open(path) as s:
+        with s.batch() as b:
+            b.add_event(member("$7", "@carol:x", "join", ["$6"]))
+            # read in the batch's own transaction: "@carol:x" and "$7" are not committed
+            inside = dict(s.state_after("$7"))
+        assert inside == {**want, ("m.room.member", "@carol:x"): "$7"}
+        assert dict(s.state_after("$7")) == inside
 
 
 def test_types_filter(store):
