@@ -313,24 +313,27 @@ def overlay(layers, bint keep_tombstones=False):
 # ---------------------------------------------------------------------------
 # align: the value of every key in each of several states (for merges)
 
+cdef inline bint _min_key(const Layer* ls, Py_ssize_t k, uint64_t* key) noexcept nogil:
+    """The smallest key at the layers' positions into ``key``; False when all are used up."""
+    cdef bint any_left = False
+    cdef uint64_t here
+    cdef Py_ssize_t j
+    for j in range(k):
+        if ls[j].pos < ls[j].n:
+            here = key_of(&ls[j].data[ls[j].pos])
+            if not any_left or here < key[0]:
+                key[0] = here
+            any_left = True
+    return any_left
+
+
 cdef Py_ssize_t _union_size(Layer* ls, Py_ssize_t k) noexcept nogil:
     """How many distinct keys the layers hold together (their positions are left at 0)."""
     cdef Py_ssize_t m = 0, j
-    cdef uint64_t key, best
-    cdef bint any_left
-    while True:
-        any_left = False
-        best = 0
+    cdef uint64_t key = 0
+    while _min_key(ls, k, &key):
         for j in range(k):
-            if ls[j].pos < ls[j].n:
-                key = key_of(&ls[j].data[ls[j].pos])
-                if not any_left or key < best:
-                    best = key
-                any_left = True
-        if not any_left:
-            break
-        for j in range(k):
-            if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == best:
+            if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == key:
                 ls[j].pos += 1
         m += 1
     for j in range(k):
@@ -338,15 +341,17 @@ cdef Py_ssize_t _union_size(Layer* ls, Py_ssize_t k) noexcept nogil:
     return m
 
 
-cdef inline uint64_t _lookup_in(Layer* ls, Py_ssize_t k, uint64_t key) noexcept nogil:
-    """The event of ``key`` in overlaid layers (the last one holding it wins), or 0."""
+cdef inline bint _lookup_in(const Layer* ls, Py_ssize_t k, uint64_t key, uint64_t* event) noexcept nogil:
+    """``key``'s event in overlaid layers (the last one holding it wins) into ``event``;
+    False when no layer holds it."""
     cdef Py_ssize_t j = k - 1, r
     while j >= 0:
         r = _find(ls[j].data, ls[j].n, key)
         if r >= 0:
-            return ls[j].data[r].event
+            event[0] = ls[j].data[r].event
+            return True
         j -= 1
-    return 0
+    return False
 
 
 def align(states, uint64_t missing=0, base=None):
@@ -362,7 +367,7 @@ def align(states, uint64_t missing=0, base=None):
     cdef list base_arrays = list(base) if base is not None else []
     cdef list views = []
     cdef Py_ssize_t k = len(arrays), nb = len(base_arrays), m, i, j
-    cdef uint64_t key, fill
+    cdef uint64_t key = 0, fill
     cdef bint filled
     cdef Layer* ls = _layers(arrays, views)
     cdef Layer* bs = NULL
@@ -379,12 +384,7 @@ def align(states, uint64_t missing=0, base=None):
         vo = <uint64_t*>cnp.PyArray_DATA(values)
         with nogil:
             for i in range(m):
-                key = 0
-                filled = False
-                for j in range(k):
-                    if ls[j].pos < ls[j].n and (not filled or key_of(&ls[j].data[ls[j].pos]) < key):
-                        key = key_of(&ls[j].data[ls[j].pos])
-                        filled = True
+                _min_key(ls, k, &key)  # m keys are left: always True
                 ko[i].type = <uint32_t>(key >> 32)
                 ko[i].state_key = <uint32_t>(key & 0xFFFFFFFFu)
                 ko[i].event = 0
@@ -396,7 +396,8 @@ def align(states, uint64_t missing=0, base=None):
                         ls[j].pos += 1
                     else:
                         if nb and not filled:
-                            fill = _lookup_in(bs, nb, key)
+                            if not _lookup_in(bs, nb, key, &fill):
+                                fill = 0
                             filled = True
                         vo[i * k + j] = fill
     finally:
@@ -512,7 +513,7 @@ def lookup_layers(layers, uint32_t type_nid, uint32_t state_key_nid):
     from every layer, 0 when the newest layer holding it has a tombstone."""
     cdef list arrays = list(layers)
     cdef list views = []
-    cdef Py_ssize_t k = len(arrays), j, r
+    cdef Py_ssize_t k = len(arrays)
     cdef uint64_t result = 0
     cdef bint found = False
     cdef uint64_t key = ((<uint64_t>type_nid) << 32) | state_key_nid
@@ -520,14 +521,7 @@ def lookup_layers(layers, uint32_t type_nid, uint32_t state_key_nid):
         return None
     cdef Layer* ls = _layers(arrays, views)
     with nogil:
-        j = k - 1
-        while j >= 0:
-            r = _find(ls[j].data, ls[j].n, key)
-            if r >= 0:
-                result = ls[j].data[r].event
-                found = True
-                break
-            j -= 1
+        found = _lookup_in(ls, k, key, &result)
     free(ls)
     return result if found else None
 
@@ -538,8 +532,7 @@ def lookup_keys(layers, keys):
     cdef list arrays = list(layers)
     cdef list views = []
     cdef const Entry[::1] kv = _view(keys)
-    cdef Py_ssize_t nk = len(keys), k = len(arrays), i, j, r
-    cdef uint64_t key
+    cdef Py_ssize_t nk = len(keys), k = len(arrays), i
     values = np.zeros(nk, dtype=np.uint64)
     if nk == 0 or k == 0:
         return values
@@ -547,7 +540,7 @@ def lookup_keys(layers, keys):
     cdef Layer* ls = _layers(arrays, views)
     with nogil:
         for i in range(nk):
-            vo[i] = _lookup_in(ls, k, key_of(&kv[i]))
+            _lookup_in(ls, k, key_of(&kv[i]), &vo[i])  # absent: stays 0
     free(ls)
     return values
 
@@ -770,22 +763,6 @@ def unpack_record(const unsigned char[::1] raw, uint64_t nid):
             raise ValueError("truncated event record")
         prevs.append(nid - <uint64_t>_unzigzag(z))
     return v[0], v[1], v[2], v[3], v[4], v[5], v[6], after, tuple(prevs), pos
-
-
-def record_event_ids(list raws):
-    """The event IDs held by many event records (see ``pack_record``) at once.
-
-    A record's flag 32 says its ID is the 32 bytes of a room v4+ ID; otherwise
-    the tail is the ID in UTF-8 (lone surrogates allowed).
-    """
-    cdef list out = []
-    cdef const unsigned char[::1] raw
-    for obj in raws:
-        raw = obj
-        if raw.shape[0] == 0:
-            raise ValueError("empty event record")
-        out.append(_record_event_id(&raw[0], raw.shape[0]))
-    return out
 
 
 cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
@@ -1079,8 +1056,7 @@ cdef class NameCache:
 
     def update(self, items):
         """Add every ``(nid, value)`` of a mapping."""
-        for k, v in items.items():
-            self.store(k, v)
+        self.put_many(items.keys(), items.values())
 
     publish = update
 

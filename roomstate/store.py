@@ -1068,7 +1068,7 @@ class StateStore:
                 for cache, db, column, records, what in (
                     (caches[1], ids.names_db[TYPE], "type", False, "type NID has no string"),
                     (caches[2], ids.names_db[STATE_KEY], "state_key", False, "state key NID has no string"),
-                    (events.to_str, events.db, "event", True, "event NID has no record"),
+                    (caches[3], events.db, "event", True, "event NID has no record"),
                 ):
                     absent = cache.absent(np.unique(entries[column]).tolist())
                     if absent and absent[0] == 0:

@@ -251,11 +251,22 @@ def test_other_event_ids_are_left_alone(eid):
 
 
 @given(st.lists(st.tuples(U64, st.lists(U64, max_size=3), st.text(min_size=1, max_size=50)), max_size=10))
-def test_record_event_ids_in_bulk(rows):
+def test_fetch_names_decodes_event_records(records_env, rows):
     from roomstate.events import Record
 
-    raws = [Record(1, 0, 1, 1, 1, 1, 1, 1, tuple(prevs), eid).pack(nid) for nid, prevs, eid in rows]
-    assert _core.record_event_ids(raws) == [eid for _, _, eid in rows]
+    env, db = records_env
+    with env.begin(write=True) as txn:
+        for i, (nid, prevs, eid) in enumerate(rows):
+            txn.put(struct.pack(">Q", i + 1), Record(1, 0, 1, 1, 1, 1, 1, 1, tuple(prevs), eid).pack(nid), db=db)
+        assert _core.fetch_names(txn, db, range(1, len(rows) + 1), records=True) == [eid for _, _, eid in rows]
+        txn.abort()
+
+
+@pytest.fixture(scope="module")
+def records_env(tmp_path_factory):
+    env = lmdb.open(str(tmp_path_factory.mktemp("records")), max_dbs=1)
+    yield env, env.open_db(b"records")
+    env.close()
 
 
 _ids = st.text(max_size=6) | st.sampled_from(["$a", "$b", "$c"])
