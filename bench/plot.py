@@ -68,6 +68,21 @@ def by_size(figures: list[dict], figure: str, design: str, value: str) -> tuple[
 # -- the image ---------------------------------------------------------------------------
 
 
+def grouped_bars(ax, rows: list[dict], designs, groups, group_key: str, value: str, width: float) -> None:
+    """One bar per design in each group, side by side around the group's tick."""
+    for i, design in enumerate(designs):
+        xs, ys = [], []
+        for j, group in enumerate(groups):
+            for f in rows:
+                if f["design"] == design and f[group_key] == group:
+                    xs.append(j + (i - (len(designs) - 1) / 2) * width)
+                    ys.append(f[value])
+        if xs:
+            ax.bar(xs, ys, width, color=COLOURS[design], label=design)
+
+
+
+
 def draw(figures: list[dict], meta: dict, out: Path) -> None:
     import matplotlib
 
@@ -116,16 +131,7 @@ def draw(figures: list[dict], meta: dict, out: Path) -> None:
         size = max(f["size"] for f in reads)
         reads = [f for f in reads if f["size"] == size]
         keys = reads[0].get("state_keys_mean", 0)
-        width = 0.27
-        for i, design in enumerate(DESIGNS):
-            xs, ys = [], []
-            for j, op in enumerate(READ_OPS):
-                for f in reads:
-                    if f["design"] == design and f["op"] == op:
-                        xs.append(j + (i - 1) * width)
-                        ys.append(f["p50_us"])
-            if xs:
-                ax_read.bar(xs, ys, width, color=COLOURS[design], label=design)
+        grouped_bars(ax_read, reads, DESIGNS, READ_OPS, "op", "p50_us", 0.27)
         ax_read.set_xticks(range(len(READ_OPS)), READ_OPS, rotation=20, fontsize=8)
         ax_read.set_yscale("log")
         ax_read.set_ylabel("p50, µs (log)")
@@ -136,16 +142,7 @@ def draw(figures: list[dict], meta: dict, out: Path) -> None:
     merges = select(figures, "merge")
     if merges:
         branches = sorted({f["branches"] for f in merges})
-        width = 0.2
-        for i, design in enumerate(MERGE_DESIGNS):
-            xs, ys = [], []
-            for j, b in enumerate(branches):
-                for f in merges:
-                    if f["design"] == design and f["branches"] == b:
-                        xs.append(j + (i - 1.5) * width)
-                        ys.append(f["ms_min"])
-            if xs:
-                ax_merge.bar(xs, ys, width, color=COLOURS[design], label=design)
+        grouped_bars(ax_merge, merges, MERGE_DESIGNS, branches, "branches", "ms_min", 0.2)
         labels = []
         for b in branches:
             f = next(f for f in merges if f["branches"] == b)

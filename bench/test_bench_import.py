@@ -85,8 +85,6 @@ def test_add_events(benchmark, bench, closing, design, size):
 
 def test_cli_import(benchmark, bench, size):
     cli = bench.cli()
-    if cli is None:
-        pytest.skip("roomstate.cli is missing: no `roomstate import` yet")
     source = bench.hq_jsonl(size)
     runs = []
 

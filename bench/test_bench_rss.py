@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 
 MAX_RSS_BYTES = 1 << 30
 
@@ -58,8 +57,6 @@ def check(benchmark, bench, how: str, argv_for, rss_size: int) -> None:
 
 def test_peak_rss_cli(benchmark, bench, rss_size):
     cli = bench.cli()
-    if cli is None:
-        pytest.skip("roomstate.cli is missing: no `roomstate import` yet")
     source = bench.hq_jsonl(rss_size)
     check(
         benchmark, bench, "cli",
