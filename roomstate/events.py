@@ -12,7 +12,6 @@ from ._core import (
     NameCache,
     OTHER_MEMBERSHIP,
     ParsedEvent,
-    fetch_names,
     parse_common,
     unpack_uvarints,
 )
@@ -29,6 +28,7 @@ from ._write import (
     uvarint,
 )
 from .errors import InvalidEventError, RoomStateError
+from .ids import EVENT
 from .txn import BoundedCache
 
 MEMBERSHIP_MASK = 0x07
@@ -248,14 +248,9 @@ class EventTable:
                 for i in missing:
                     out[i] = self.event_id(tx, keys[i])
                 return out
-            wanted = sorted(set(keys[i] for i in missing))
-            found = fetch_names(tx.txn, self.db, wanted, True)
-            if None in found:
-                raise RoomStateError("an event NID has no record: the store is damaged")
-            by_key = dict(zip(wanted, found))
+            by_key = self.ids.read(tx, EVENT, sorted(set(keys[i] for i in missing)))
             for i in missing:
                 out[i] = by_key[keys[i]]
-            self.to_str.update(by_key)  # a NameCache: bounded by itself
         return out
 
     # -- records -----------------------------------------------------------

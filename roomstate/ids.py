@@ -20,6 +20,7 @@ from .txn import BoundedCache
 ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
 KINDS = (ROOM, EVENT, TYPE, STATE_KEY)
 _OWN_KINDS = (ROOM, TYPE, STATE_KEY)  # event IDs live in the EventTable
+_KIND_NAMES = {ROOM: "room", TYPE: "type", STATE_KEY: "state key"}
 
 #: Type NIDs preassigned as in Dendrite, and the empty state key.
 PREASSIGNED_TYPES = (
@@ -128,17 +129,25 @@ class IdMaps:
         keys = nids.tolist() if isinstance(nids, np.ndarray) else list(nids)
         out = list(map(self.to_str[kind].get, keys))
         if None in out:
-            missing = [i for i, s in enumerate(out) if s is None]
-            wanted = sorted(set(keys[i] for i in missing))
-            found = fetch_names(tx.txn, self.names_db[kind], wanted)
-            if None in found:
-                raise RoomStateError(f"a {kind.decode()} NID has no string: the store is damaged")
-            by_key = dict(zip(wanted, found))
-            for i in missing:
-                out[i] = by_key[keys[i]]
-            if not tx.write:
-                self.to_str[kind].update(by_key)  # a NameCache: bounded by itself
+            by_key = self.read(tx, kind, sorted(set(k for k, s in zip(keys, out) if s is None)))
+            out = [s if s is not None else by_key[k] for k, s in zip(keys, out)]
         return out
+
+    def read(self, tx, kind, nids):
+        """``{nid: string}`` of the NIDs (distinct, >= 1) that the kind's cache lacks, read
+        from LMDB in one C loop; a read transaction caches them too (committed strings)."""
+        if kind == EVENT:
+            cache, db, records, what = self.events.to_str, self.events.db, True, "an event NID has no record"
+        else:
+            cache, db, records = self.to_str[kind], self.names_db[kind], False
+            what = f"a {_KIND_NAMES[kind]} NID has no string"
+        absent = cache.absent(nids)
+        found = fetch_names(tx.txn, db, absent, records)
+        if None in found:
+            raise RoomStateError(f"{what}: the store is damaged")
+        if not tx.write:
+            cache.put_many(absent, found)
+        return dict(zip(absent, found))
 
     # -- writes ------------------------------------------------------------
     def assign(self, tx, kind, s):

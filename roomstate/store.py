@@ -1065,18 +1065,8 @@ class StateStore:
             return keys, values
         with self._reading() as tx:
             if not tx.write:  # only committed strings may be cached
-                for cache, db, column, records, what in (
-                    (caches[1], ids.names_db[TYPE], "type", False, "type NID has no string"),
-                    (caches[2], ids.names_db[STATE_KEY], "state_key", False, "state key NID has no string"),
-                    (caches[3], events.db, "event", True, "event NID has no record"),
-                ):
-                    absent = cache.absent(np.unique(entries[column]).tolist())
-                    if absent and absent[0] == 0:
-                        absent = absent[1:]  # NID 0: no event (never stored)
-                    found = _core.fetch_names(tx.txn, db, absent, records)
-                    if None in found:
-                        raise RoomStateError(f"a {what}: the store is damaged")
-                    cache.put_many(absent, found)
+                for kind, column in ((TYPE, "type"), (STATE_KEY, "state_key"), (EVENT, "event")):
+                    ids.read(tx, kind, np.unique(entries[column]).tolist())
                 keys, values, missing = _core.state_names(entries, *caches)
             if missing:  # a write transaction's reads, or caches too small for the state
                 at = [i for i, k in enumerate(keys) if k is None]
