@@ -1,0 +1,36 @@
+"""The on-disk format's names, each defined once (docs/FORMAT.md documents them).
+
+Backends create these tables; the table modules (ids, events, blocks,
+snapshots, rooms) own their key encodings and value layouts.
+"""
+import struct
+
+#: Bumped on any change a stored value's reader would misread.
+FORMAT_VERSION = 1
+
+#: Every table of a store, in the order a backend opens them.
+TABLES = (
+    "meta",
+    "ids",
+    "names_r",
+    "names_t",
+    "names_k",
+    "events",
+    "event_ids",
+    "flags",
+    "blocks",
+    "block_hashes",
+    "snapshots",
+    "snapshot_hashes",
+    "rooms",
+)
+#: The tables that hold state (blocks and snapshots): ``stats()["state_bytes"]``.
+STATE_TABLES = ("blocks", "block_hashes", "snapshots", "snapshot_hashes")
+
+#: Keys of the ``meta`` table (values: big-endian u64).
+META_FORMAT = b"format"
+META_COUNT_EVENTS = b"count:events"
+META_COUNT_STATE = b"count:state_events"
+
+#: Big-endian u64: integer keys whose byte order is numeric order.
+U64 = struct.Struct(">Q")
