@@ -2,7 +2,9 @@
 
 A resolver is any callable ``resolver(ctx) -> Mapping[(type, state_key), event_id]``.
 The merged state is the unconflicted state overlaid with what it returns; a
-conflicted key it leaves out is dropped.
+conflicted key it leaves out is dropped.  A built-in resolver may also have a
+NID-level fast path (``Resolver.on_nids``), which decides the conflicted rows
+of a merge without turning them into strings; it must give the same answer.
 """
 from .errors import ConflictError
 
@@ -43,4 +45,58 @@ def newest_event(ctx):
     return {key: max(candidates, key=lambda e: (depth(e), e)) for key, candidates in ctx.conflicted.items()}
 
 
-BUILTIN = {"raise_on_conflict": raise_on_conflict, "newest_event": newest_event}
+def newest_event_on_nids(events, vals, rows, result):
+    """:func:`newest_event` on NIDs: event IDs are read only when two candidates share a depth.
+
+    ``vals[i]`` holds the candidates of row ``i`` (0: absent); ``result[i]`` is set for each of ``rows``.
+    """
+    depth = events.depth
+    for i, row in zip(rows.tolist(), vals[rows].tolist()):
+        depths = {e: depth(e) for e in set(row) if e}  # one record read per candidate
+        top = max(depths.values())
+        tied = [e for e, d in depths.items() if d == top]
+        result[i] = tied[0] if len(tied) == 1 else max(tied, key=events.event_id)
+
+
+class Resolver:
+    """A resolver as the merger uses it: the string-level function, and an optional NID-level one."""
+
+    __slots__ = ("on_strings", "on_nids")
+
+    def __init__(self, on_strings, on_nids=None):
+        self.on_strings = on_strings
+        self.on_nids = on_nids
+
+    def __call__(self, ctx):
+        return self.on_strings(ctx)
+
+
+BUILTIN: "dict[str, Resolver]" = {}
+
+
+def register(name, on_strings, on_nids=None):
+    """Make a resolver available by name (``resolver="name"``)."""
+    BUILTIN[name] = Resolver(on_strings, on_nids)
+
+
+register("raise_on_conflict", raise_on_conflict)
+register("newest_event", newest_event, newest_event_on_nids)
+
+
+def resolver_of(resolver):
+    """The :class:`Resolver` for a name, a callable, or None (the default)."""
+    if resolver is None:
+        return BUILTIN["raise_on_conflict"]
+    if isinstance(resolver, Resolver):
+        return resolver
+    if isinstance(resolver, str):
+        try:
+            return BUILTIN[resolver]
+        except KeyError:
+            raise ValueError(f"unknown resolver {resolver!r}; built in: {', '.join(BUILTIN)}") from None
+    if not callable(resolver):
+        raise TypeError(f"resolver must be callable, got {type(resolver).__name__}")
+    for builtin in BUILTIN.values():  # the function of a built-in, passed itself, keeps its fast path
+        if builtin.on_strings is resolver:
+            return builtin
+    return Resolver(resolver)

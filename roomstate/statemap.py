@@ -4,7 +4,6 @@ from collections.abc import ItemsView, KeysView, Mapping, ValuesView
 import numpy as np
 
 from . import _core
-from .ids import EVENT
 
 
 class StateMap(_core.StateView, Mapping):
@@ -17,10 +16,10 @@ class StateMap(_core.StateView, Mapping):
     shared between maps of the same store.
     """
 
-    __slots__ = ("_store", "_entries", "_loader")
+    __slots__ = ("_reader", "_entries", "_loader")
 
-    def __init__(self, store, entries=None, loader=None):
-        self._store = store
+    def __init__(self, reader, entries=None, loader=None):
+        self._reader = reader  # a roomstate.reader.Reader: NIDs to strings and back
         self._entries = entries
         self._loader = loader
 
@@ -41,13 +40,13 @@ class StateMap(_core.StateView, Mapping):
         type_, state_key = key
         if not isinstance(type_, str) or not isinstance(state_key, str):
             return -1
-        tnid, knid = self._store._nids_of_key(type_, state_key)
+        tnid, knid = self._reader.key_nids(type_, state_key)
         if not tnid or not knid:
             return -1
         return _core.find(self.entries, tnid, knid)
 
     def _event_id(self, i):
-        return self._store._names(EVENT, [int(self.entries[i]["event"])])[0]
+        return self._reader.event_ids([int(self.entries[i]["event"])])[0]
 
     def __contains__(self, key):
         return self._index(key) >= 0
@@ -55,7 +54,7 @@ class StateMap(_core.StateView, Mapping):
     def _strings(self):
         """``(keys, event_ids)``: every entry's strings, listed once."""
         if self._keys is None:
-            keys, values = self._store._state_strings(self.entries)
+            keys, values = self._reader.state_strings(self.entries)
             self._values = values  # before _keys: a reader checks _keys first
             self._keys = keys
         return self._keys, self._values
@@ -77,7 +76,7 @@ class StateMap(_core.StateView, Mapping):
         return dict(zip(*self._strings()))
 
     def __eq__(self, other):
-        if isinstance(other, StateMap) and other._store is self._store:
+        if isinstance(other, StateMap) and other._reader is self._reader:
             a, b = self.entries, other.entries
             return len(a) == len(b) and bool(np.array_equal(a, b))
         if isinstance(other, Mapping):

@@ -5,7 +5,7 @@ import roomstate
 from roomstate import _core
 from roomstate import ConflictError, InvalidEventError, MissingEventError, ReadOnlyError, StoreFormatError
 from roomstate.ids import STATE_KEY
-from roomstate.store import _DBS
+from roomstate.format import TABLES
 
 ROOM = "!room:example.org"
 
@@ -25,9 +25,14 @@ def member(eid, user, membership, prevs, **kw):
 def dump(store):
     """Every key and value of every table: a store is unchanged when this is."""
     out = {}
-    with store.env.begin() as txn:
-        for name in _DBS:
-            out[name] = list(txn.cursor(db=store._db[name]))
+    backend = store.backend
+    txn = backend.begin_read()
+    try:
+        for name in TABLES:
+            out[name] = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=backend.tables[name])]
+    finally:
+        txn.abort()
+        backend.reader_done()
     return out
 
 
@@ -442,9 +447,9 @@ def test_map_growth_during_a_long_streamed_call(tmp_path, monkeypatch):
     """An iterator's events are kept for a replay only up to REPLAY_LIMIT: past that, a
     full map rolls the call back with a clear error, the map grows, and calling again
     works.  A list is simply read again, however long."""
-    from roomstate import store as store_module
+    from roomstate import transactions
 
-    monkeypatch.setattr(store_module, "REPLAY_LIMIT", 10)
+    monkeypatch.setattr(transactions, "REPLAY_LIMIT", 10)
     events = [ev("$0", "m.room.create", "")]
     events += [member(f"${i}", f"@user{i}:example.org", "join", [f"${i - 1}"]) for i in range(1, 3000)]
     with roomstate.open(tmp_path / "s", map_size=64 * 1024, resolver="newest_event") as store:

@@ -1,0 +1,141 @@
+"""Merging forks: the state before an event with several prevs.
+
+The states after the prevs are lined up over the keys where they may differ
+(:meth:`roomstate.snapshots.SnapshotStore.aligned`), split into agreed and
+conflicted keys (``merge_split``), the conflicted ones resolved, and the
+result stored as a delta against the closest input (``merge_delta``).
+
+A resolver is a :class:`roomstate.resolvers.Resolver`: a string-level
+function of a :class:`~roomstate.resolvers.ResolverContext`, and optionally a
+NID-level fast path that decides the conflicted rows without strings.
+"""
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _core
+from ._write import merge_delta, merge_split
+from .blocks import entries_from, frozen
+from .errors import InvalidEventError
+from .ids import EVENT, STATE_KEY, TYPE
+from .resolvers import ResolverContext
+
+
+class _EventsAt:
+    """What a NID-level resolver may read of the events: depth and event ID by NID."""
+
+    __slots__ = ("_events", "_tx")
+
+    def __init__(self, events, tx):
+        self._events = events
+        self._tx = tx
+
+    def depth(self, nid):
+        return self._events.get(self._tx, nid).depth
+
+    def event_id(self, nid):
+        return self._events.event_id(self._tx, nid)
+
+
+class Merger:
+    def __init__(self, ids, events, snaps, reader, store):
+        self.ids = ids
+        self.events = events
+        self.snaps = snaps
+        self.reader = reader
+        self.store = store  # what a resolver's context offers
+
+    def merged_snapshot(self, tx, room_id, snaps, resolver):
+        """The snapshot NID of the merged state, stored as a delta against the closest input."""
+        snaps = list(dict.fromkeys(snaps))
+        if len(snaps) == 1:
+            return snaps[0]
+        prefix, keys, vals, result = self._merge(tx, room_id, snaps, resolver)
+        if len(keys) == 0:
+            return snaps[0]
+        j, delta = merge_delta(keys, vals, result)
+        if delta is None:
+            return snaps[j]
+        return self.snaps.derive(tx, snaps[j], delta, indexed=True)
+
+    def merged_entries(self, tx, room_id, snaps, resolver):
+        """The merged state as a full entry array, nothing stored (a room's current state)."""
+        snaps = list(dict.fromkeys(snaps))
+        if len(snaps) == 1:
+            return self.snaps.state(tx, snaps[0])
+        prefix, keys, vals, result = self._merge(tx, room_id, snaps, resolver)
+        delta = keys.copy()
+        delta["event"] = result
+        return frozen(_core.overlay(prefix + [delta]))
+
+    def _merge(self, tx, room_id, snaps, resolver):
+        prefix, keys, vals = self.snaps.aligned(tx, snaps)
+        result, agree, conflicted_rows = merge_split(vals)
+        if len(conflicted_rows):
+            if resolver.on_nids is not None:
+                resolver.on_nids(_EventsAt(self.events, tx), vals, conflicted_rows, result)
+            else:
+                keys, vals, result = self._resolve(
+                    tx, room_id, snaps, prefix, keys, vals, agree, result, conflicted_rows, resolver.on_strings
+                )
+        return prefix, keys, vals, result
+
+    def _resolve(self, tx, room_id, snaps, prefix, keys, vals, agree, result, rows, resolver):
+        """Ask a string-level resolver about the conflicted ``rows``; its answer decides them."""
+        ids = self.ids
+        ck = keys[rows]
+        cv = vals[rows]
+        tnames = ids.names(tx, TYPE, ck["type"])
+        knames = ids.names(tx, STATE_KEY, ck["state_key"])
+        uniq = np.unique(cv[cv != 0])
+        enames = dict(zip(uniq.tolist(), ids.names(tx, EVENT, uniq)))
+        conflicted = {}
+        for i, key in enumerate(zip(tnames, knames)):
+            conflicted[key] = {enames[e] for e in cv[i].tolist() if e}
+
+        def unconflicted():
+            d = keys.copy()
+            d["event"] = np.where(agree, vals[:, 0] if len(keys) else 0, 0)
+            return frozen(_core.overlay(prefix + [d]))
+
+        reader = self.reader
+        state_sets = [reader.statemap_of(lambda s=s: reader.snapshot_state(s)) for s in snaps]
+        ctx = ResolverContext(room_id, state_sets, conflicted, reader.statemap_of(unconflicted), self.store)
+        choice = resolver(ctx)
+        if not isinstance(choice, Mapping):
+            raise TypeError(f"the resolver returned {type(choice).__name__}, not a mapping")
+        row_of = {tk: i for i, tk in enumerate(zip(keys["type"].tolist(), keys["state_key"].tolist()))}
+        extra = []
+        picked = set()
+        for key, sid in choice.items():
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+                raise InvalidEventError("resolver", f"returned key {key!r}, not a (type, state_key) pair")
+            if not isinstance(sid, str):
+                raise InvalidEventError("resolver", f"returned {sid!r} for {key!r}, not an event ID")
+            tnid = ids.lookup(tx, TYPE, key[0])
+            knid = ids.lookup(tx, STATE_KEY, key[1])
+            snid = ids.lookup(tx, EVENT, sid)
+            srec = self.events.get(tx, snid) if snid else None
+            if srec is None or not srec.is_state or srec.type != tnid or srec.state_key != knid:
+                raise InvalidEventError(
+                    "resolver", f"returned {sid!r} for {key!r}: not a stored state event for that key"
+                )
+            i = row_of.get((tnid, knid))
+            if i is None:
+                extra.append((tnid, knid, snid))
+            else:
+                result[i] = snid
+                picked.add(i)
+        # Conflicted keys the resolver left out are dropped.
+        for i in rows.tolist():
+            if i not in picked:
+                result[i] = 0
+        if extra:
+            ek = entries_from((t, k, 0) for t, k, _ in extra)
+            ev = _core.lookup_keys(prefix, ek)
+            keys = np.concatenate([keys, ek])
+            vals = np.concatenate([vals, np.repeat(ev[:, None], vals.shape[1], axis=1)])
+            result = np.concatenate([result, np.array([e for _, _, e in extra], dtype=np.uint64)])
+            order = np.lexsort((keys["state_key"], keys["type"]))
+            keys, vals, result = keys[order], vals[order], result[order]
+        return keys, vals, result

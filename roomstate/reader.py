@@ -1,0 +1,240 @@
+"""Queries: the state at an event, a room's current state, diffs, members, counts,
+and the strings of NIDs that a :class:`~roomstate.statemap.StateMap` lists.
+
+Every query runs in the thread's write transaction when there is one (a read
+inside a batch sees the batch), else in a read transaction begun only when a
+cache misses (:meth:`roomstate.transactions.Transactions.reading`).
+"""
+import numpy as np
+
+from . import _core
+from .blocks import empty_entries, frozen
+from .errors import MissingEventError
+from .events import MEMBERSHIP_CODE
+from .format import STATE_TABLES
+from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE
+from .blocks import BLOCK_KIND
+from .snapshots import SNAPSHOT_KIND
+from .statemap import StateDiff, StateMap
+
+
+class Reader:
+    def __init__(self, transactions, ids, events, snaps, rooms, meta, check_open):
+        self.transactions = transactions
+        self.ids = ids
+        self.events = events
+        self.snaps = snaps
+        self.rooms = rooms
+        self.meta = meta
+        self.check_open = check_open
+        self.merger = None  # set by the store: current_state merges the extremities
+
+    def reading(self):
+        return self.transactions.reading()
+
+    # -- records -------------------------------------------------------------
+    def record(self, tx, event_id):
+        """``(nid, record)`` of a stored event, or MissingEventError."""
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be a string, got {type(event_id).__name__}")
+        nid = self.ids.lookup(tx, EVENT, event_id)
+        rec = self.events.get(tx, nid) if nid else None
+        if rec is None:
+            raise MissingEventError(f"unknown event {event_id!r}", event_id)
+        return nid, rec
+
+    def snapshot_at(self, tx, event_id, after):
+        """The snapshot of the state before (or after) an event."""
+        _, rec = self.record(tx, event_id)
+        if rec.outlier:
+            raise MissingEventError(f"the state at {event_id!r} is not known (it is an outlier)", event_id)
+        return rec.after if after else rec.before
+
+    def room(self, tx, room_id):
+        if not isinstance(room_id, str):
+            raise TypeError(f"room_id must be a string, got {type(room_id).__name__}")
+        room = self.ids.lookup(tx, ROOM, room_id)
+        if not room:
+            raise MissingEventError(f"unknown room {room_id!r}")
+        return room
+
+    def snapshot_state(self, snap):
+        """The entries of a snapshot, in their own transaction."""
+        with self.reading() as tx:
+            return self.snaps.state(tx, snap)
+
+    # -- state maps ------------------------------------------------------------
+    def statemap_of(self, loader):
+        """A StateMap whose entries ``loader()`` gives when first needed."""
+        return StateMap(self, loader=loader)
+
+    def filtered(self, tx, entries, types):
+        """The entries of the ``(type, state_key)`` pairs (``state_key`` None: the whole type)."""
+        if types is None:
+            return entries
+        if isinstance(types, (str, bytes)) or not hasattr(types, "__iter__"):
+            raise TypeError("types must be an iterable of (type, state_key) pairs")
+        tn, kn = [], []
+        for pair in types:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise TypeError(f"types: {pair!r} is not a (type, state_key) pair")
+            t, k = pair
+            if not isinstance(t, str) or not (k is None or isinstance(k, str)):
+                raise TypeError(f"types: {pair!r} must be (str, str or None)")
+            tnid = self.ids.lookup(tx, TYPE, t)
+            if not tnid:
+                continue
+            knid = 0 if k is None else self.ids.lookup(tx, STATE_KEY, k)
+            if k is not None and not knid:
+                continue
+            tn.append(tnid)
+            kn.append(knid)
+        if not tn:
+            return empty_entries()
+        return frozen(_core.select(entries, tn, kn))
+
+    def state_at(self, event_id, after, types):
+        with self.reading() as tx:
+            snap = self.snapshot_at(tx, event_id, after)
+            return StateMap(self, self.filtered(tx, self.snaps.state(tx, snap), types))
+
+    def current_state(self, room_id, types, resolver):
+        with self.reading() as tx:
+            room = self.room(tx, room_id)
+            ex = self.rooms.extremities(tx, room)
+            if not ex:
+                return StateMap(self, empty_entries())
+            snaps = [self.events.get(tx, e).after for e in ex]
+            entries = self.merger.merged_entries(tx, room_id, snaps, resolver)
+            return StateMap(self, self.filtered(tx, entries, types))
+
+    def forward_extremities(self, room_id):
+        with self.reading() as tx:
+            room = self.room(tx, room_id)
+            return self.ids.names(tx, EVENT, sorted(self.rooms.extremities(tx, room)))
+
+    def get_state(self, event_id, type_, state_key, after):
+        with self.reading() as tx:
+            snap = self.snapshot_at(tx, event_id, after)
+            tnid = self.ids.lookup(tx, TYPE, type_)
+            knid = self.ids.lookup(tx, STATE_KEY, state_key)
+            if not tnid or not knid:
+                return None
+            enid = self.snaps.get(tx, snap, tnid, knid)
+            return self.ids.name(tx, EVENT, enid) if enid else None
+
+    def state_diff(self, event_a, event_b):
+        with self.reading() as tx:
+            sa = self.snapshot_at(tx, event_a, True)
+            sb = self.snapshot_at(tx, event_b, True)
+            if sa == sb:
+                return StateDiff({}, {})
+            _, keys, vals = self.snaps.aligned(tx, [sa, sb])
+            changed = vals[:, 0] != vals[:, 1]
+            keys, vals = keys[changed], vals[changed]
+            names = self.ids.names
+            tn = names(tx, TYPE, keys["type"])
+            kn = names(tx, STATE_KEY, keys["state_key"])
+            added, removed = {}, {}
+            for col, out in ((1, added), (0, removed)):
+                sel = np.flatnonzero(vals[:, col] != 0)
+                evs = names(tx, EVENT, vals[sel, col])
+                for i, e in zip(sel.tolist(), evs):
+                    out[(tn[i], kn[i])] = e
+            return StateDiff(added, removed)
+
+    def members(self, event_id, membership, after):
+        code = MEMBERSHIP_CODE.get(membership)
+        if code is None:
+            raise ValueError(f"membership must be one of {', '.join(MEMBERSHIP_CODE)}, got {membership!r}")
+        with self.reading() as tx:
+            snap = self.snapshot_at(tx, event_id, after)
+            state = self.snaps.state(tx, snap)
+            lo, hi = _core.type_range(state, MEMBER_TYPE_NID)
+            sub = state[lo:hi]
+            codes = self.events.memberships(tx, sub["event"])
+            return self.ids.names(tx, STATE_KEY, sub["state_key"][codes == code])
+
+    def has_event(self, event_id):
+        with self.reading() as tx:
+            nid = self.ids.lookup(tx, EVENT, event_id)
+            return bool(nid) and self.events.get(tx, nid) is not None
+
+    def event_record(self, event_id):
+        with self.reading() as tx:
+            return self.record(tx, event_id)[1]
+
+    def stats(self, backend):
+        with self.reading() as tx:
+            tables = backend.table_stats(tx.txn)
+            events, state_events = self.meta.counts(tx)
+            state_bytes = sum(tables[n]["bytes"] for n in STATE_TABLES)
+            space = backend.space(tables)
+            in_use = space["bytes_in_use"]
+            return {
+                "events": events,
+                "state_events": state_events,
+                "rooms": tables["rooms"]["entries"],
+                "blocks": self.ids.peek_next(tx, BLOCK_KIND) - 1,
+                "snapshots": self.ids.peek_next(tx, SNAPSHOT_KIND) - 1,
+                "block_entries": self._block_entries(tx),
+                "tables": tables,
+                "state_bytes": state_bytes,
+                **space,
+                "bytes_per_event": in_use / events if events else 0.0,
+                "bytes_per_state_event": in_use / state_events if state_events else 0.0,
+                "state_bytes_per_state_event": state_bytes / state_events if state_events else 0.0,
+            }
+
+    def _block_entries(self, tx):
+        total = 0
+        with tx.txn.cursor(db=self.snaps.blocks.blocks_db) as cur:
+            for _, value in cur:
+                total += len(value) // 16
+        return total
+
+    # -- strings, for StateMap ---------------------------------------------------
+    def state_strings(self, entries):
+        """The ``(type, state_key)`` keys and the event IDs of entries, as two lists.
+
+        Answered from the NID caches in one C loop when they hold every string
+        (a warm store); otherwise the strings they miss are read into them in
+        one C loop per kind first.
+        """
+        self.check_open()  # cached strings too: a closed store answers nothing
+        ids, events = self.ids, self.events
+        caches = (ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str)
+        keys, values, missing = _core.state_names(entries, *caches)
+        if not missing:
+            return keys, values
+        with self.reading() as tx:
+            if not tx.write:  # only committed strings may be cached
+                for kind, column in ((TYPE, "type"), (STATE_KEY, "state_key"), (EVENT, "event")):
+                    ids.read(tx, kind, np.unique(entries[column]).tolist())
+                keys, values, missing = _core.state_names(entries, *caches)
+            if missing:  # a write transaction's reads, or caches too small for the state
+                at = [i for i, k in enumerate(keys) if k is None]
+                if at:
+                    sub = entries[at]
+                    pairs = zip(ids.names(tx, TYPE, sub["type"]), ids.names(tx, STATE_KEY, sub["state_key"]))
+                    for i, pair in zip(at, pairs):
+                        keys[i] = pair
+                at = [i for i, v in enumerate(values) if v is None]
+                if at:
+                    for i, event_id in zip(at, ids.names(tx, EVENT, entries["event"][at])):
+                        values[i] = event_id
+        return keys, values
+
+    def event_ids(self, nids):
+        """Event IDs of event NIDs, in order."""
+        with self.reading() as tx:
+            return self.ids.names(tx, EVENT, nids)
+
+    def key_nids(self, type_, state_key):
+        """``(type NID, state key NID)`` of a key; 0 for a string never seen."""
+        cache_t = self.ids.to_nid[TYPE].get(type_)
+        cache_k = self.ids.to_nid[STATE_KEY].get(state_key)
+        if cache_t is not None and cache_k is not None:
+            return cache_t, cache_k
+        with self.reading() as tx:
+            return self.ids.lookup(tx, TYPE, type_), self.ids.lookup(tx, STATE_KEY, state_key)

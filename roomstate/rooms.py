@@ -1,0 +1,76 @@
+"""Rooms and counters: each room's forward extremities, and the store's counts.
+
+Both are read and changed by almost every event, so a write transaction keeps
+them in its dirty tables (``rooms`` and ``meta``, see :mod:`roomstate.txn`)
+and writes them once, at its outermost commit.
+
+* ``rooms``: key the room NID (big-endian u64), value the NIDs of its forward
+  extremities, little-endian u64 each.
+* ``meta``: the format version, the NID counters (``next:<kind>``, kept by
+  :meth:`roomstate.txn.Tx.next_counter`) and the event counts; big-endian u64 values.
+"""
+import numpy as np
+
+from .format import META_COUNT_EVENTS, META_COUNT_STATE, U64
+
+
+class RoomTable:
+    """Forward extremities by room NID."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def extremities(self, tx, room):
+        """The room's forward extremities (event NIDs), this transaction's changes included."""
+        ex = tx.get("rooms", room) if tx.write else None
+        if ex is None:
+            raw = tx.txn.get(U64.pack(room), None, self.db)
+            ex = tuple(np.frombuffer(raw, dtype="<u8").tolist()) if raw is not None else ()
+        return ex
+
+    def set_extremities(self, tx, room, extremities):
+        tx.put("rooms", room, extremities)
+
+    def flush(self, tx):
+        rooms = tx.pending.get("rooms")
+        if rooms:
+            for room, ex in rooms.items():
+                tx.txn.put(U64.pack(room), np.asarray(ex, dtype="<u8").tobytes(), True, True, False, self.db)
+
+
+class MetaTable:
+    """The ``meta`` table: the format version, NID counters and event counts."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def value(self, tx, key, default=0):
+        cur = tx.get("meta", key) if tx.write else None
+        if cur is None:
+            raw = tx.txn.get(key, None, self.db)
+            cur = U64.unpack(raw)[0] if raw is not None else default
+        return cur
+
+    def add(self, tx, key, delta):
+        tx.put("meta", key, self.value(tx, key) + delta)
+
+    def count_new(self, tx, n_events, n_state_events):
+        """Add to the stored counts of events and of state events."""
+        if n_events:
+            self.add(tx, META_COUNT_EVENTS, n_events)
+        if n_state_events:
+            self.add(tx, META_COUNT_STATE, n_state_events)
+
+    def counts(self, tx):
+        """``(events, state events)`` stored."""
+        return self.value(tx, META_COUNT_EVENTS), self.value(tx, META_COUNT_STATE)
+
+    def put_now(self, tx, key, value):
+        """Write a value straight to the table (the format version, at initialisation)."""
+        tx.txn.put(key, U64.pack(value), True, True, False, self.db)
+
+    def flush(self, tx):
+        meta = tx.pending.get("meta")
+        if meta:
+            for key, value in meta.items():
+                tx.txn.put(key, U64.pack(value), True, True, False, self.db)
