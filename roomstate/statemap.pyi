@@ -1,5 +1,4 @@
 from ._core import StateView
-from .ids import EVENT as EVENT
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
@@ -10,7 +9,7 @@ _Key = tuple[str, str]
 
 class StateMap(StateView, Mapping[_Key, str]):
     def __init__(
-        self, store: Any, entries: npt.NDArray[np.void] | None = None, loader: Callable[[], npt.NDArray[np.void]] | None = None
+        self, reader: Any, entries: npt.NDArray[np.void] | None = None, loader: Callable[[], npt.NDArray[np.void]] | None = None
     ) -> None: ...
     @property
     def entries(self) -> npt.NDArray[np.void]: ...

@@ -23,9 +23,11 @@ def _outside_the_source_tree(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture
-def store(tmp_path):
-    with roomstate.open(tmp_path / "store", resolver="newest_event") as s:
+@pytest.fixture(params=["lmdb", "memory"])
+def store(request, tmp_path):
+    """A store on each backend: LMDB in a temporary directory, and ``":memory:"``."""
+    path = ":memory:" if request.param == "memory" else tmp_path / "store"
+    with roomstate.open(path, resolver="newest_event") as s:
         yield s
 
 

@@ -45,13 +45,14 @@ def check_event(store, ref, eid):
 class StoreMachine(RuleBasedStateMachine):
     # The built-in resolver: merges resolve on NIDs, without strings.
     RESOLVER = "newest_event"
+    MEMORY = False  # True: the ":memory:" backend (reopening keeps the same store)
 
     def __init__(self):
         super().__init__()
         self.saved = (snapshots.MAX_HOPS, snapshots.MAX_WEIGHT, snapshots.FANOUT, snapshots.TIER_BASE)
         snapshots.MAX_HOPS, snapshots.MAX_WEIGHT, snapshots.FANOUT, snapshots.TIER_BASE = 3, 5, 2, 2
         self.dir = tempfile.mkdtemp()
-        self.store = roomstate.open(self.dir + "/s", resolver=self.RESOLVER)
+        self.store = roomstate.open(":memory:" if self.MEMORY else self.dir + "/s", resolver=self.RESOLVER)
         self.ref = Reference()
         self.n = 0
         self.last = None
@@ -194,6 +195,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen(self):
+        if self.MEMORY:
+            return  # nothing persists: a store in memory is never reopened
         self.store.close()
         self.store = roomstate.open(self.dir + "/s", resolver=self.RESOLVER)
 
@@ -233,8 +236,21 @@ CallableResolverMachine.TestCase.settings = settings(
 TestCallableResolverMachine = CallableResolverMachine.TestCase
 
 
+class MemoryStoreMachine(StoreMachine):
+    """The same model on the ":memory:" backend."""
+
+    MEMORY = True
+
+
+MemoryStoreMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestMemoryStoreMachine = MemoryStoreMachine.TestCase
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "memory"])
 @pytest.mark.parametrize("tiny", [False, True])
-def test_long_history_every_event(tmp_path, monkeypatch, tiny):
+def test_long_history_every_event(tmp_path, monkeypatch, tiny, backend):
     """A few thousand events with forks: every event's state matches, through real tier merges."""
     if tiny:
         monkeypatch.setattr(snapshots, "MAX_HOPS", 4)
@@ -272,7 +288,7 @@ def test_long_history_every_event(tmp_path, monkeypatch, tiny):
                 heads[b] = ev["event_id"]
         events.append(ev)
         ref.add(ev)
-    with roomstate.open(tmp_path / "s", resolver="newest_event") as store:
+    with roomstate.open(":memory:" if backend == "memory" else tmp_path / "s", resolver="newest_event") as store:
         assert store.add_events(events[:2000]) == 2000
         assert store.add_events(iter(events[2000:])) == 2000
         for ev in events:

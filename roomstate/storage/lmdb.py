@@ -54,7 +54,7 @@ class Gate:
 class _SharedEnv:
     """One LMDB environment per path per process, shared by the stores open on it."""
 
-    registry = {}
+    registry: "dict[str, _SharedEnv]" = {}
     registry_lock = threading.Lock()
 
     def __init__(self, env, key, readonly):
