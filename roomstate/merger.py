@@ -38,10 +38,10 @@ class _EventsAt:
 
 
 class Merger:
-    def __init__(self, ids, events, snaps, reader, store):
-        self.ids = ids
-        self.events = events
-        self.snaps = snaps
+    def __init__(self, tables, reader, store):
+        self.ids = tables.ids
+        self.events = tables.events
+        self.snaps = tables.snaps
         self.reader = reader
         self.store = store  # what a resolver's context offers
 

@@ -19,14 +19,14 @@ from .statemap import StateDiff, StateMap
 
 
 class Reader:
-    def __init__(self, transactions, ids, events, snaps, rooms, meta, check_open):
+    def __init__(self, transactions, tables):
         self.transactions = transactions
-        self.ids = ids
-        self.events = events
-        self.snaps = snaps
-        self.rooms = rooms
-        self.meta = meta
-        self.check_open = check_open
+        self.check_open = transactions.check_open
+        self.ids = tables.ids
+        self.events = tables.events
+        self.snaps = tables.snaps
+        self.rooms = tables.rooms
+        self.meta = tables.meta
         self.merger = None  # set by the store: current_state merges the extremities
 
     def reading(self):

@@ -9,14 +9,14 @@ from _typeshed import Incomplete
 
 class Reader:
     transactions: Incomplete
+    check_open: Incomplete
     ids: Incomplete
     events: Incomplete
     snaps: Incomplete
     rooms: Incomplete
     meta: Incomplete
-    check_open: Incomplete
     merger: Incomplete
-    def __init__(self, transactions, ids, events, snaps, rooms, meta, check_open) -> None: ...
+    def __init__(self, transactions, tables) -> None: ...
     def reading(self): ...
     def record(self, tx, event_id): ...
     def snapshot_at(self, tx, event_id, after): ...

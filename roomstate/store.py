@@ -13,18 +13,14 @@ import os
 import warnings
 from contextlib import contextmanager
 
-from .blocks import BlockStore
 from .errors import RoomStateError, StoreFormatError
-from .events import EventTable
-from .format import FORMAT_VERSION, META_FORMAT
-from .ids import ROOM, STATE_KEY, TYPE, IdMaps
+from .format import FORMAT_VERSION
 from .merger import Merger
 from .reader import Reader
 from .resolvers import resolver_of
-from .rooms import MetaTable, RoomTable
-from .snapshots import SnapshotStore
 from .storage import MEMORY, open_backend
 from . import transactions
+from .tables import Tables
 from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 
@@ -46,68 +42,41 @@ class StateStore:
         self.readonly = bool(readonly)
         self.durable = bool(durable)
         self.resolver = resolver_of(resolver)
-        self._closed = True
+        self._tx = None
         self.backend = open_backend(self.path, readonly=self.readonly, durable=self.durable, map_size=map_size)
-        self._closed = False
         try:
             self._build(self.backend.tables)
             self._check_format()
         except BaseException:
-            self._closed = True
+            self._tx.closed = True
             self.backend.close()
             raise
 
-    def _build(self, t):
-        self._ids = ids = IdMaps(t["ids"], {ROOM: t["names_r"], TYPE: t["names_t"], STATE_KEY: t["names_k"]}, t["meta"])
-        self._blocks = BlockStore(t["blocks"], t["block_hashes"], ids)
-        self._snaps = snaps = SnapshotStore(t["snapshots"], t["snapshot_hashes"], self._blocks, ids)
-        self._events = events = EventTable(t["events"], t["event_ids"], t["flags"], ids)
-        ids.events = events
-        self._rooms = RoomTable(t["rooms"])
-        self._meta = MetaTable(t["meta"])
-        self._tx = Transactions(
-            self.backend, readonly=self.readonly, check_open=self._check_open, flush=self._flush, publish=self._publish
-        )
-        self._reader = Reader(self._tx, ids, events, snaps, self._rooms, self._meta, self._check_open)
-        self._merger = Merger(ids, events, snaps, self._reader, self)
+    def _build(self, handles):
+        self._tables = t = Tables(handles)
+        self._tx = Transactions(self.backend, readonly=self.readonly, flush=t.flush, publish=t.publish)
+        self._reader = Reader(self._tx, t)
+        self._merger = Merger(t, self._reader, self)
         self._reader.merger = self._merger
-        self._writer = Writer(ids, events, snaps, self._rooms, self._meta, self._merger)
+        self._writer = Writer(t, self._merger)
 
     def _check_format(self):
+        tables = self._tables
         with self._tx.reading() as tx:
-            version = self._meta.value(tx, META_FORMAT, None)
-            with tx.txn.cursor(db=self.backend.tables["events"]) as cur:
-                has_events = next(iter(cur), None) is not None
+            version = tables.format_version(tx)
+            has_events = tables.has_events(tx)
         if version is None:
             if has_events:
                 raise StoreFormatError(f"{self.path!r} has no format version: not a roomstate store")
             if self.readonly:
                 raise StoreFormatError(f"{self.path!r} is an empty, uninitialised store")
-            self._tx.write(self._initialise)
+            self._tx.write(tables.initialise)
         elif version != FORMAT_VERSION:
             newer = "a newer" if version > FORMAT_VERSION else "an older"
             raise StoreFormatError(
                 f"{self.path!r} holds format version {version}, made by {newer} roomstate; "
                 f"this one reads version {FORMAT_VERSION}"
             )
-
-    def _initialise(self, tx):
-        if tx.txn.get(META_FORMAT, None, self.backend.tables["meta"]) is not None:
-            return  # another process initialised it first
-        self._ids.initialise(tx)
-        self._snaps.create_empty(tx)
-        self._meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
-
-    def _flush(self, tx):
-        self._meta.flush(tx)
-        self._rooms.flush(tx)
-        self._events.flush(tx)
-
-    def _publish(self, pending):
-        self._ids.publish(pending)
-        self._blocks.publish(pending)
-        self._snaps.publish(pending)
-        self._events.publish(pending)
 
     # -- lifecycle -----------------------------------------------------------
     @property
@@ -117,8 +86,8 @@ class StateStore:
 
     def close(self):
         """Close the store; reads and writes afterwards raise."""
-        if not self._closed:
-            self._closed = True
+        if not self._tx.closed:
+            self._tx.closed = True
             self.backend.close()
 
     def __enter__(self):
@@ -128,13 +97,10 @@ class StateStore:
         self.close()
 
     def __del__(self):
-        if not getattr(self, "_closed", True):
+        tx = getattr(self, "_tx", None)
+        if tx is not None and not tx.closed:
             warnings.warn(f"roomstate store {self.path!r} was not closed", ResourceWarning, stacklevel=2)
             self.close()
-
-    def _check_open(self):
-        if self._closed:
-            raise RoomStateError("the store is closed")
 
     # -- writes ----------------------------------------------------------------
     def add_event(self, event, *, outlier=False, state_before=None, resolver=None):

@@ -1,16 +1,12 @@
 from . import transactions as transactions
-from .blocks import BlockStore as BlockStore
 from .errors import RoomStateError as RoomStateError, StoreFormatError as StoreFormatError
-from .events import EventTable as EventTable
-from .format import FORMAT_VERSION as FORMAT_VERSION, META_FORMAT as META_FORMAT
-from .ids import IdMaps as IdMaps, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
+from .format import FORMAT_VERSION as FORMAT_VERSION
 from .merger import Merger as Merger
 from .reader import Reader as Reader
 from .resolvers import Resolver, ResolverContext as ResolverContext, resolver_of as resolver_of
-from .rooms import MetaTable as MetaTable, RoomTable as RoomTable
-from .snapshots import SnapshotStore as SnapshotStore
 from .statemap import StateDiff as StateDiff, StateMap as StateMap
 from .storage import MEMORY as MEMORY, open_backend as open_backend
+from .tables import Tables as Tables
 from .transactions import Batch as Batch, RelaxedGC as RelaxedGC, Replayable as Replayable, Transactions as Transactions
 from .writer import Writer as Writer
 from _typeshed import Incomplete

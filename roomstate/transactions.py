@@ -130,13 +130,17 @@ class Transactions:
     caches after it.
     """
 
-    def __init__(self, backend, *, readonly, check_open, flush, publish):
+    def __init__(self, backend, *, readonly, flush, publish):
         self.backend = backend
         self.readonly = readonly
-        self.check_open = check_open
+        self.closed = False  # set by the store's close()
         self.flush = flush
         self.publish = publish
         self.local = threading.local()
+
+    def check_open(self):
+        if self.closed:
+            raise RoomStateError("the store is closed")
 
     def current(self):
         """The thread's write transaction, or None."""

@@ -24,12 +24,12 @@ TRIM_EVERY = 50_000
 
 
 class Writer:
-    def __init__(self, ids, events, snaps, rooms, meta, merger):
-        self.ids = ids
-        self.events = events
-        self.snaps = snaps
-        self.rooms = rooms
-        self.meta = meta
+    def __init__(self, tables, merger):
+        self.ids = tables.ids
+        self.events = tables.events
+        self.snaps = tables.snaps
+        self.rooms = tables.rooms
+        self.meta = tables.meta
         self.merger = merger
 
     resolver_of = staticmethod(resolver_of)

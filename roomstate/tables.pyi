@@ -1,0 +1,21 @@
+from .blocks import BlockStore as BlockStore
+from .events import EventTable as EventTable
+from .format import FORMAT_VERSION as FORMAT_VERSION, META_FORMAT as META_FORMAT
+from .ids import IdMaps as IdMaps, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
+from .rooms import MetaTable as MetaTable, RoomTable as RoomTable
+from .snapshots import SnapshotStore as SnapshotStore
+from _typeshed import Incomplete
+
+class Tables:
+    ids: Incomplete
+    blocks: Incomplete
+    snaps: Incomplete
+    events: Incomplete
+    rooms: Incomplete
+    meta: Incomplete
+    def __init__(self, handles) -> None: ...
+    def format_version(self, tx): ...
+    def has_events(self, tx): ...
+    def initialise(self, tx) -> None: ...
+    def flush(self, tx) -> None: ...
+    def publish(self, pending) -> None: ...
