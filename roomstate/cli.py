@@ -388,7 +388,6 @@ _STATS_LABELS = {
     "block_entries": "block entries",
     "file_bytes": "bytes on disk",
     "bytes_in_use": "bytes in use",
-    "pages_used_bytes": "bytes in use",
     "free_bytes": "bytes free",
     "bytes_per_event": "bytes per event",
     "bytes_per_state_event": "bytes per state event",
