@@ -103,3 +103,21 @@ def test_a_failed_call_leaves_a_store_in_memory_as_it_was():
 def test_an_unusable_path_is_a_storage_error(path):
     with pytest.raises(roomstate.StorageError, match="cannot open the store"):
         roomstate.open(path)
+
+
+def test_the_async_api_on_a_store_in_memory():
+    import asyncio
+
+    from roomstate import aio
+
+    async def main():
+        async with aio.open(":memory:", resolver="newest_event") as st:
+            await st.add_event({"event_id": "$c", "room_id": "!r", "type": "m.room.create", "state_key": ""})
+            await st.add_events([
+                {"event_id": "$a", "room_id": "!r", "type": "m.room.member", "state_key": "@a:x",
+                 "content": {"membership": "join"}, "prev_events": ["$c"]},
+            ])
+            assert await st.members("$a", after=True) == ["@a:x"]
+            assert dict(await st.current_state("!r")) == {("m.room.create", ""): "$c", ("m.room.member", "@a:x"): "$a"}
+
+    asyncio.run(main())
