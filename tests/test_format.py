@@ -50,7 +50,7 @@ def _copy(directory):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    with roomstate.open(_copy(tmp_path_factory.mktemp("store")), readonly=True) as s:
+    with roomstate.open(_copy(tmp_path_factory.mktemp("store")), readonly=True, resolver="newest_event") as s:
         yield s
 
 
@@ -136,10 +136,13 @@ def digest(data, size):
 
 # Event NIDs, in the order the generator adds the events.
 A = {eid: nid for nid, eid in enumerate((ev["event_id"] for ev in gen.room_a()), start=1)}
-B_NIDS = {gen.B_CREATE: 51, gen.B_ALICE: 52, gen.B_MESSAGE: 53, gen.B_OUTLIER: 54, gen.B_MISSING: 55, gen.B_GIVEN: 56}
+B_NIDS = {gen.B_CREATE: 51, gen.B_ALICE: 52, gen.B_MESSAGE: 53, gen.B_OUTLIER: 54, gen.B_MISSING: 55, gen.B_GIVEN: 56,
+          gen.B_KNOCK: 57, gen.B_CUSTOM: 58}
 # Type and state-key NIDs, in the order of first use.
 T_CREATE, T_PL, T_JR, T_MEMBER, T_MESSAGE, T_TAG, T_TOPIC, T_NAME = 1, 2, 3, 5, 8, 9, 10, 11
-K_EMPTY, K_ALICE, K_BOB, K_CAROL, K_DAVE, K_ZOE, K_LONG, K_USER01, K_ERIN = 1, 2, 3, 4, 5, 6, 7, 8, 38
+K_EMPTY, K_ALICE, K_BOB, K_CAROL, K_DAVE, K_ZOE, K_LONG, K_USER01, K_ERIN, K_FRANK, K_GINA = (
+    1, 2, 3, 4, 5, 6, 7, 8, 38, 39, 40
+)
 
 
 def test_event_nids_are_as_the_tests_assume():
@@ -203,10 +206,16 @@ def test_current_state_and_extremities(store):
     assert current == dict(store.state_before(hid("message-3")))
     assert current[(MEMBER, USERS[-1])] == hid("user30-join")
     assert store.forward_extremities(ROOM_A) == [hid("message-3")]
-    # The event after the outlier is a second extremity of room B, at the same state.
-    assert store.forward_extremities(ROOM_B) == [gen.B_MESSAGE, gen.B_GIVEN]
-    assert dict(store.current_state(ROOM_B)) == gen.GIVEN_STATE
+    # The event after the outlier starts a second extremity of room B: its state is given.
+    assert store.forward_extremities(ROOM_B) == [gen.B_MESSAGE, gen.B_CUSTOM]
     assert dict(store.state_before(gen.B_GIVEN)) == gen.GIVEN_STATE
+    assert dict(store.state_after(gen.B_MESSAGE)) == gen.GIVEN_STATE
+    # Merging the two: frank's and gina's keys are in one state only (conflicted, one candidate each).
+    assert dict(store.current_state(ROOM_B)) == {
+        **gen.GIVEN_STATE, (MEMBER, gen.FRANK): gen.B_KNOCK, (MEMBER, gen.GINA): gen.B_CUSTOM,
+    }
+    assert store.members(gen.B_CUSTOM, "knock", after=True) == [gen.FRANK]
+    assert store.members(gen.B_CUSTOM, "join", after=True) == [ALICE]  # gina's membership is none of the five
 
 
 def test_outlier_and_placeholder(store):
@@ -218,14 +227,14 @@ def test_outlier_and_placeholder(store):
 
 def test_stats_counts(store):
     st = store.stats()
-    # 55 events: 50 + 3 + the outlier + the given one (the placeholder is none); 48 state events:
-    # room A's 45 (all but five messages, the rejected one included), room B's create and join, the outlier.
-    assert (st["events"], st["state_events"], st["rooms"]) == (55, 48, 2)
-    assert (st["blocks"], st["snapshots"], st["block_entries"]) == (1, 48, 30)
+    # 57 events: 50 + 3 + the outlier + the given one + 2 (the placeholder is none); 50 state events:
+    # room A's 45 (all but five messages, the rejected one included), room B's create, 3 members, the outlier.
+    assert (st["events"], st["state_events"], st["rooms"]) == (57, 50, 2)
+    assert (st["blocks"], st["snapshots"], st["block_entries"]) == (1, 50, 30)
     entries = {name: t["entries"] for name, t in st["tables"].items()}
     assert entries == {
-        "meta": 9, "ids": 51, "names_r": 2, "names_t": 11, "names_k": 38, "events": 56, "event_ids": 56,
-        "flags": 1, "blocks": 1, "block_hashes": 1, "snapshots": 48, "snapshot_hashes": 3, "rooms": 2,
+        "meta": 9, "ids": 53, "names_r": 2, "names_t": 11, "names_k": 40, "events": 58, "event_ids": 58,
+        "flags": 1, "blocks": 1, "block_hashes": 1, "snapshots": 50, "snapshot_hashes": 3, "rooms": 2,
     }
 
 
@@ -244,14 +253,14 @@ def test_meta(tables):
     decoded = {k.decode(): struct.unpack(">Q", v)[0] for k, v in meta.items()}
     assert decoded == {
         "format": 1,
-        "count:events": 55,
-        "count:state_events": 48,
+        "count:events": 57,
+        "count:state_events": 50,
         "next:r": 3,  # the next NID of each kind: two rooms, ...
-        "next:e": 57,  # 56 event NIDs (the placeholder's included)
+        "next:e": 59,  # 58 event NIDs (the placeholder's included)
         "next:t": 12,  # 7 preassigned types + message, org.example.tag, topic, name
-        "next:k": 39,  # "", 36 users, the long key
+        "next:k": 41,  # "", 38 users, the long key
         "next:b": 2,
-        "next:s": 49,
+        "next:s": 51,
     }
 
 
@@ -286,7 +295,7 @@ def test_event_id_keys(tables):
     assert event_ids[key] == b"\x01"  # a varint NID
     assert event_ids[digest(gen.LONG_EVENT.encode(), 8)] == b"\x0c"
     assert all(len(k) == 8 for k in event_ids)  # no 8-byte collision here: no 16-byte key
-    assert sorted(varints(v, 1)[0][0] for v in event_ids.values()) == list(range(1, 57))
+    assert sorted(varints(v, 1)[0][0] for v in event_ids.values()) == list(range(1, 59))
 
 
 def test_event_record_with_a_hash_id(tables):
@@ -324,6 +333,14 @@ def test_event_records_of_every_flag(tables):
         flags=5, membership=1, room=2, type=T_MEMBER, state_key=K_ERIN, depth=1, before=0, after=0,
         prevs=[55], event_id=gen.B_OUTLIER,
     )  # IS_STATE | OUTLIER: no state; its prev, 55, is a placeholder
+    knock, custom = events[be(57)], events[be(58)]
+    assert knock == bytes.fromhex("01 05 02 05 27 03 30 03 01 02") + gen.B_KNOCK.encode()
+    assert decode_record(knock, 57) == dict(
+        flags=1, membership=5, room=2, type=T_MEMBER, state_key=K_FRANK, depth=3, before=48, after=49,
+        prevs=[56], event_id=gen.B_KNOCK,
+    )
+    assert custom[:10] == bytes.fromhex("01 07 02 05 28 04 31 03 01 02")  # membership 7: OTHER_MEMBERSHIP
+    assert decode_record(custom, 58)["state_key"] == K_GINA
     placeholder = events[be(55)]
     assert placeholder == bytes.fromhex("10 00 00 00 00 00 00 00 00") + gen.B_MISSING.encode()
     assert decode_record(placeholder, 55)["flags"] == 16
@@ -340,6 +357,8 @@ def test_flags_chunk(tables):
         2: 1, 5: 2, 6: 1, 7: 1, 9: 3, 10: 4, 11: 1,  # join, invite, join, join, leave, ban, join (zoë)
         52: 1,  # room B's join
         54: 1 | 0x08,  # the outlier: join, and HAS_CHILD (the given event names it as a prev)
+        57: 5,  # knock
+        58: 7,  # "org.example.custom": OTHER_MEMBERSHIP
     }
 
 
@@ -387,7 +406,7 @@ def test_snapshot_records(tables):
 def test_rooms(tables):
     rooms = tables["rooms"]
     assert rooms[be(1)] == bytes.fromhex("3200000000000000")  # little-endian u64, unlike meta
-    assert rooms[be(2)] == struct.pack("<2Q", 53, 56)
+    assert rooms[be(2)] == struct.pack("<2Q", 53, 58)
     assert set(rooms) == {be(1), be(2)}
 
 

@@ -4,7 +4,7 @@
 known bytes (docs/FORMAT.md describes every table).  The events are written by
 hand to reach every record kind: both event-ID encodings (HASH_ID and UTF-8),
 short and long (digest-keyed) strings, a non-ASCII string, every membership
-code but knock, a rejected event, a fork merged with ``newest_event``, an
+code (and a membership outside them), a rejected event, a fork merged with ``newest_event``, an
 outlier with a placeholder prev and a child (HAS_CHILD), and a chain of more
 than ``MAX_HOPS`` state events, so that a base snapshot with a block exists.
 
@@ -25,7 +25,9 @@ OUT = os.path.join(HERE, "format-v1")
 
 ROOM_A = "!format:example.org"
 ROOM_B = "!a-second-room-with-a-long-room-id:example.org"  # 46 bytes: a digest key
-ALICE, BOB, CAROL, DAVE, ERIN = (f"@{n}:example.org" for n in ("alice", "bob", "carol", "dave", "erin"))
+ALICE, BOB, CAROL, DAVE, ERIN, FRANK, GINA = (
+    f"@{n}:example.org" for n in ("alice", "bob", "carol", "dave", "erin", "frank", "gina")
+)
 ZOE = "@zoë:example.org"  # not ASCII
 LONG_TYPE = "org.example.tag"
 LONG_KEY = "a-state-key-longer-than-thirty-two-bytes"  # 40 bytes: a digest key
@@ -122,10 +124,20 @@ def given():
 
 
 GIVEN_STATE = {("m.room.create", ""): B_CREATE, ("m.room.member", ALICE): B_ALICE}
+B_KNOCK = "$b-knock:example.org"
+B_CUSTOM = "$b-custom-membership:example.org"
+
+
+def later():
+    """Room B after the given event: a knock and a membership the specification does not define."""
+    return [
+        _member(B_KNOCK, ROOM_B, FRANK, "knock", [B_GIVEN]),
+        _member(B_CUSTOM, ROOM_B, GINA, "org.example.custom", [B_KNOCK]),
+    ]
 
 
 def write(out=OUT):
-    """Write the store at ``out`` (its data.mdb replaced), in five transactions; its size in bytes."""
+    """Write the store at ``out`` (its data.mdb replaced), in six transactions; its size in bytes."""
     os.makedirs(out, exist_ok=True)
     for name in ("data.mdb", "lock.mdb"):
         if os.path.exists(os.path.join(out, name)):
@@ -135,6 +147,7 @@ def write(out=OUT):
         store.add_events(room_b())  # 3
         store.add_event(outlier(), outlier=True)  # 4
         store.add_event(given(), state_before=GIVEN_STATE)  # 5
+        store.add_events(later())  # 6
     os.remove(os.path.join(out, "lock.mdb"))  # per machine, never committed
     return os.path.getsize(os.path.join(out, "data.mdb"))
 
