@@ -4,14 +4,18 @@
 known bytes (docs/FORMAT.md describes every table).  The events are written by
 hand to reach every record kind: both event-ID encodings (HASH_ID and UTF-8),
 short and long (digest-keyed) strings, a non-ASCII string, every membership
-code (and a membership outside them), a rejected event, a fork merged with ``newest_event``, an
-outlier with a placeholder prev and a child (HAS_CHILD), and a chain of more
-than ``MAX_HOPS`` state events, so that a base snapshot with a block exists.
+code and one outside them, a rejected event, a fork merged with
+``newest_event``, an outlier with a placeholder prev and a child (HAS_CHILD),
+and a chain of more than ``MAX_HOPS`` state events, so that a base snapshot
+with a block exists.
 
-Deterministic: the same events in the same transactions.  Regenerate only
-with a format change (and a new FORMAT_VERSION, in a new directory):
+Deterministic: the same events in the same transactions give the same tables
+(``test_the_generator_writes_the_committed_tables`` checks it).  The committed
+``format-v1`` is the record of version 1 and is not regenerated; a format
+change copies this script to write ``format-v2``.  To write a store elsewhere,
+from the checkout (so that its build is imported, not an installed roomstate):
 
-    python tests/data/make_format_store.py [OUT_DIR]
+    PYTHONPATH=. python tests/data/make_format_store.py OUT_DIR
 """
 import base64
 import hashlib
@@ -19,9 +23,6 @@ import os
 import sys
 
 import roomstate
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "format-v1")
 
 ROOM_A = "!format:example.org"
 ROOM_B = "!a-second-room-with-a-long-room-id:example.org"  # 46 bytes: a digest key
@@ -136,7 +137,7 @@ def later():
     ]
 
 
-def write(out=OUT):
+def write(out):
     """Write the store at ``out`` (its data.mdb replaced), in six transactions; its size in bytes."""
     os.makedirs(out, exist_ok=True)
     for name in ("data.mdb", "lock.mdb"):
@@ -153,5 +154,6 @@ def write(out=OUT):
 
 
 if __name__ == "__main__":
-    target = sys.argv[1] if len(sys.argv) > 1 else OUT
-    print(f"{target}: {write(target)} bytes")
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} OUT_DIR")
+    print(f"{sys.argv[1]}: {write(sys.argv[1])} bytes")
