@@ -32,5 +32,9 @@ META_FORMAT = b"format"
 META_COUNT_EVENTS = b"count:events"
 META_COUNT_STATE = b"count:state_events"
 
+#: ``rooms`` values: the forward extremities' event NIDs, little-endian u64 each
+#: (unlike every other integer of the format; kept so that stores of version 1 read).
+EXTREMITIES_DTYPE = "<u8"
+
 #: Big-endian u64: integer keys whose byte order is numeric order.
 U64 = struct.Struct(">Q")

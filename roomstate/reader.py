@@ -8,6 +8,7 @@ cache misses (:meth:`roomstate.transactions.Transactions.reading`).
 import numpy as np
 
 from . import _core
+from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
 from .errors import MissingEventError
 from .events import MEMBERSHIP_CODE
@@ -190,7 +191,7 @@ class Reader:
         total = 0
         with tx.txn.cursor(db=self.snaps.blocks.blocks_db) as cur:
             for _, value in cur:
-                total += len(value) // 16
+                total += len(value) // ENTRY_DTYPE.itemsize
         return total
 
     # -- strings, for StateMap ---------------------------------------------------

@@ -11,7 +11,7 @@ and writes them once, at its outermost commit.
 """
 import numpy as np
 
-from .format import META_COUNT_EVENTS, META_COUNT_STATE, U64
+from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_STATE, U64
 
 
 class RoomTable:
@@ -25,7 +25,7 @@ class RoomTable:
         ex = tx.get("rooms", room) if tx.write else None
         if ex is None:
             raw = tx.txn.get(U64.pack(room), None, self.db)
-            ex = tuple(np.frombuffer(raw, dtype="<u8").tolist()) if raw is not None else ()
+            ex = tuple(np.frombuffer(raw, dtype=EXTREMITIES_DTYPE).tolist()) if raw is not None else ()
         return ex
 
     def set_extremities(self, tx, room, extremities):
@@ -35,7 +35,7 @@ class RoomTable:
         rooms = tx.pending.get("rooms")
         if rooms:
             for room, ex in rooms.items():
-                tx.txn.put(U64.pack(room), np.asarray(ex, dtype="<u8").tobytes(), True, True, False, self.db)
+                tx.txn.put(U64.pack(room), np.asarray(ex, dtype=EXTREMITIES_DTYPE).tobytes(), True, True, False, self.db)
 
 
 class MetaTable:
