@@ -103,10 +103,8 @@ cdef class Tx:
     def rollback(self):
         """After a nested transaction aborted: restore the parent's tables."""
         self.parent.last = None
+        self.trim()
         pending = self.pending
-        for name in list(pending):
-            if name not in DIRTY:
-                del pending[name]
         for (name, key), old in self.undo.items():
             t = pending.setdefault(name, {})
             if old is _MISSING:
