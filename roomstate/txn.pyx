@@ -172,7 +172,7 @@ cdef class ReadThrough:
         self.cache = cache
         self.table = table
 
-    def find(self, tx, key):
+    def find(self, tx, key, /):
         """The value of ``key`` cached or pending in ``tx``; None when neither holds it."""
         cdef object v = None
         cdef object cache = self.cache
@@ -198,7 +198,7 @@ cdef class ReadThrough:
             return None
         return (<dict?>t).get(key)
 
-    def keep(self, tx, key, value):
+    def keep(self, tx, key, value, /):
         """Remember a value read from LMDB (or just written): in the pending table of a
         write transaction, in the process cache otherwise.  Returns ``value``."""
         cdef object cache
