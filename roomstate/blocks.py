@@ -12,7 +12,7 @@ import numpy as np
 
 from ._core import ENTRY_DTYPE
 from .errors import RoomStateError
-from .txn import BoundedCache
+from .txn import BoundedCache, ReadThrough
 
 _U64 = struct.Struct(">Q")
 BLOCK_KIND = b"b"
@@ -37,44 +37,33 @@ class BlockStore:
         self.blocks_db = blocks_db
         self.hashes_db = hashes_db
         self.ids = ids
-        self.cache = BoundedCache(cache_items)
+        self._entries = ReadThrough(BoundedCache(cache_items), "block")
+        self.cache = self._entries.cache
 
     def put(self, tx, entries):
         """The NID of a block holding ``entries`` (sorted, key-unique), storing it if new."""
         raw = entries.tobytes()
         digest = hashlib.blake2b(raw, digest_size=16).digest()
-        hit = tx.txn.get(digest, db=self.hashes_db)
+        hit = tx.txn.get(digest, None, self.hashes_db)
         if hit is not None:
             return _U64.unpack(hit)[0]
         nid = self.ids.next_nid(tx, BLOCK_KIND)
-        if not tx.txn.put(_U64.pack(nid), raw, db=self.blocks_db, append=True):  # NIDs only grow
+        if not tx.txn.put(_U64.pack(nid), raw, True, True, True, self.blocks_db):  # NIDs only grow: append
             raise RoomStateError(f"block NID {nid} is not above the stored ones: the store is damaged")
-        tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
-        tx.put("block", nid, frozen(entries.copy()))
+        tx.txn.put(digest, _U64.pack(nid), True, True, False, self.hashes_db)
+        self._entries.keep(tx, nid, frozen(entries.copy()))
         return nid
 
     def get(self, tx, nid):
         """The entries of block ``nid`` (read-only array)."""
-        arr = self.cache.get(nid)
+        arr = self._entries.find(tx, nid)
         if arr is not None:
             return arr
-        if tx.write:
-            arr = tx.get("block", nid)
-            if arr is not None:
-                return arr
-        buf = tx.txn.get(_U64.pack(nid), db=self.blocks_db)
+        buf = tx.txn.get(_U64.pack(nid), None, self.blocks_db)
         if buf is None:
             raise KeyError(f"block {nid} is missing: the store is damaged")
-        arr = frozen(np.frombuffer(buf, dtype=ENTRY_DTYPE).copy())
-        if tx.write:
-            tx.put("block", nid, arr)
-        else:
-            self.cache[nid] = arr
-            if len(self.cache) > self.cache.limit:
-                self.cache.publish({})
-        return arr
+        return self._entries.keep(tx, nid, frozen(np.frombuffer(buf, dtype=ENTRY_DTYPE).copy()))
 
     def publish(self, pending):
-        new = pending.get("block")
-        if new:
-            self.cache.publish(new)
+        """After a commit: move this transaction's blocks into the cache."""
+        self._entries.publish(pending)

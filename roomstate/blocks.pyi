@@ -1,6 +1,6 @@
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from .errors import RoomStateError as RoomStateError
-from .txn import BoundedCache as BoundedCache
+from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete
 
 BLOCK_KIND: bytes

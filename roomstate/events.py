@@ -1,4 +1,11 @@
-"""Event input validation, event records, and the per-event flag column."""
+"""Event input validation, event records, and the per-event mark column.
+
+Two kinds of per-event bits, with two names: a record's ``flags`` (``IS_STATE``,
+``REJECTED``, ``OUTLIER``, ``PLACEHOLDER``: fixed when the record is written) and
+the event's ``marks`` in the mark column (its membership code and ``HAS_CHILD``:
+changed after the record, by later events).  The column lives in the LMDB
+database named ``flags``.
+"""
 import struct
 from collections.abc import Mapping
 
@@ -22,22 +29,20 @@ from ._write import (
     PLACEHOLDER,
     REJECTED,
     Record,
-    cached_nid,
     event_id_key,
     published_records,
     uvarint,
 )
 from .errors import InvalidEventError, RoomStateError
 from .ids import EVENT
-from .txn import BoundedCache
+from .txn import BoundedCache, ReadThrough
 
+# The bits of an event's marks.
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
-
-
 _U64 = struct.Struct(">Q")
-CHUNK = 1000  # events per flag chunk: four chunks fill a 4 KiB page
+CHUNK = 1000  # events per mark chunk: four chunks fill a 4 KiB page
 
 
 def _string(ev, field, event_id, required=True):
@@ -138,7 +143,7 @@ def _parse(ev):
 
 
 class EventTable:
-    """Event records by event NID, the event ID map, and the flag column.
+    """Event records by event NID, the event ID map, and the mark column.
 
     The forward map keys an event ID by an 8-byte BLAKE2b digest (event IDs
     are 44 bytes in modern rooms; the digest keeps the index small); a hit
@@ -146,34 +151,39 @@ class EventTable:
     digest is taken by another ID is keyed by its 16-byte digest instead.
     """
 
-    def __init__(self, events_db, event_ids_db, flags_db, ids, cache_items=200_000):
+    def __init__(self, events_db, event_ids_db, marks_db, ids, cache_items=200_000):
         self.db = events_db
         self.ids_db = event_ids_db
-        self.flags_db = flags_db
+        self.marks_db = marks_db
         self.ids = ids
         self._next, self._meta_db = ids.counter(b"e")
-        self.cache = BoundedCache(cache_items)
-        self.to_nid = BoundedCache(500_000)
-        self.to_str = NameCache(500_000)
+        # Settled records (neither outliers nor placeholders) by NID.
+        self._records = ReadThrough(BoundedCache(cache_items), "event")
+        # Event ID -> NID.  The reverse map NID -> event ID is the record: a write
+        # transaction reads it from its pending records, so it has no table of its own.
+        self._nids = ReadThrough(BoundedCache(500_000), "enid")
+        self._event_ids = ReadThrough(NameCache(500_000), None)
+        # Mark chunks: never cached across transactions, since an event named as a
+        # prev gets its NID (and a place in a chunk) long before its membership arrives.
+        self._chunks = ReadThrough(None, "marks")
+        self.cache = self._records.cache
+        self.to_nid = self._nids.cache
+        self.to_str = self._event_ids.cache
 
     # -- event IDs ---------------------------------------------------------
     def lookup(self, tx, event_id):
         """The NID of an event ID, or 0 when it has none."""
-        nid = self.to_nid.get(event_id)
+        nid = self._nids.find(tx, event_id)
         if nid is not None:
             return nid
-        if tx.write:
-            nid = tx.get("enid", event_id)
-            if nid is not None:
-                return nid
         for size in (8, 16):
             key = event_id_key(event_id, size)
-            val = tx.txn.get(key, db=self.ids_db)
+            val = tx.txn.get(key, None, self.ids_db)
             if val is None:
                 return 0
             nid = unpack_uvarints(val, 1)[0][0]
             if self.event_id(tx, nid) == event_id:
-                self._remember(tx, event_id, nid)
+                self._keep(tx, event_id, nid)
                 return nid
         raise RoomStateError(f"two event IDs share a 16-byte digest with {event_id!r}")
 
@@ -183,15 +193,15 @@ class EventTable:
         The common case of a bulk import — an ID never seen — costs one LMDB
         put that refuses to overwrite, instead of a get and a put.
         """
-        nid = cached_nid(self.to_nid, tx.pending, "enid", event_id)
-        if nid:
+        nid = self._nids.find(tx, event_id)
+        if nid is not None:
             return nid, False
         key = event_id_key(event_id, 8)
         nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, b"e") without a call layer
         # lmdb's put(key, value, dupdata, overwrite, append, db): positional
         # arguments, as on every per-event put, parse faster than keywords.
         if tx.txn.put(key, uvarint(nid), True, False, False, self.ids_db):
-            tx.table("enid")[event_id] = nid  # a write-through cache: no undo needed
+            self._nids.keep(tx, event_id, nid)
             return nid, True
         self.ids.unallocate(tx, b"e", nid)
         nid = self.lookup(tx, event_id)
@@ -208,35 +218,29 @@ class EventTable:
     def assign_new(self, tx, event_id):
         """A NID for an event ID that :meth:`lookup` has just not found."""
         key = event_id_key(event_id, 8)
-        if tx.txn.get(key, db=self.ids_db) is not None:
+        if tx.txn.get(key, None, self.ids_db) is not None:
             key = event_id_key(event_id, 16)  # its 8-byte digest names another ID
         nid = self.ids.next_nid(tx, b"e")
-        tx.txn.put(key, uvarint(nid), db=self.ids_db)
-        self._remember(tx, event_id, nid)
+        tx.txn.put(key, uvarint(nid), True, True, False, self.ids_db)
+        self._keep(tx, event_id, nid)
         return nid
 
-    def _remember(self, tx, event_id, nid):
-        if tx.write:
-            tx.put("enid", event_id, nid)
-        else:
-            self.to_nid[event_id] = nid
-            self.to_str[nid] = event_id
+    def _keep(self, tx, event_id, nid):
+        """Remember a mapping both ways (a write transaction: one way, see ``__init__``)."""
+        self._nids.keep(tx, event_id, nid)
+        self._event_ids.keep(tx, nid, event_id)
 
     def event_id(self, tx, nid):
-        s = self.to_str.get(nid)
+        s = self._event_ids.find(tx, nid)
         if s is not None:
             return s
-        if tx.write:
-            rec = tx.get("event", nid)
-            if rec is not None:
-                return rec.event_id
-        raw = tx.txn.get(_U64.pack(nid), db=self.db)
+        rec = self._records.find(tx, nid)
+        if rec is not None:
+            return rec.event_id
+        raw = tx.txn.get(_U64.pack(nid), None, self.db)
         if raw is None:
             raise RoomStateError(f"no record for event NID {nid}: the store is damaged")
-        s = Record.unpack(raw, nid).event_id
-        if not tx.write:
-            self.to_str[nid] = s
-        return s
+        return self._event_ids.keep(tx, nid, Record.unpack(raw, nid).event_id)
 
     def names(self, tx, nids):
         """Event IDs of many NIDs, in order: cached ones at once, the rest in one LMDB call."""
@@ -256,14 +260,10 @@ class EventTable:
     # -- records -----------------------------------------------------------
     def get(self, tx, nid):
         """The record of a stored event, or None (unknown, or only named as a prev)."""
-        rec = self.cache.get(nid)
+        rec = self._records.find(tx, nid)
         if rec is not None:
-            return rec
-        if tx.write:
-            rec = tx.get("event", nid)
-            if rec is not None:
-                return rec if not rec.flags & PLACEHOLDER else None
-        raw = tx.txn.get(_U64.pack(nid), db=self.db)
+            return rec if not rec.flags & PLACEHOLDER else None  # pending records hold placeholders
+        raw = tx.txn.get(_U64.pack(nid), None, self.db)
         if raw is None:
             return None
         rec = Record.unpack(raw, nid)
@@ -271,57 +271,53 @@ class EventTable:
             return None
         # An outlier's record changes when its state becomes known; cache only settled ones.
         if not rec.outlier:
-            if tx.write:
-                tx.put("event", nid, rec)
-            else:
-                self.cache[nid] = rec
-                if len(self.cache) > self.cache.limit:
-                    self.cache.publish({})
+            self._records.keep(tx, nid, rec)
         return rec
 
     def put(self, tx, nid, rec, append=False):
         if not tx.txn.put(_U64.pack(nid), rec.pack(nid), True, True, append, self.db):
             raise RoomStateError(f"event NID {nid} is not above the stored ones: the store is damaged")
-        tx.put("event", nid, rec)
+        self._records.keep(tx, nid, rec)
 
     def put_placeholder(self, tx, nid, event_id):
         """Keep the ID of an event named as a prev before it is stored."""
         self.put(tx, nid, Record(PLACEHOLDER, 0, 0, 0, 0, 0, 0, 0, (), event_id))
 
     def publish(self, pending):
-        new = pending.get("event")
+        """After a commit: move this transaction's records and event IDs into the caches."""
+        new = pending.get(self._records.table)
         if new:
             settled, event_ids = published_records(new)
-            self.cache.publish(settled)
-        fwd = pending.get("enid")
-        if fwd:
-            self.to_nid.publish(fwd)
+            self._records.cache.update(settled)
+        self._nids.publish(pending)
         if new:
-            self.to_str.publish(event_ids)
+            self._event_ids.cache.update(event_ids)
 
-    # -- flag column -------------------------------------------------------
+    # -- mark column -------------------------------------------------------
     def _chunk(self, tx, idx):
-        # Never cached across transactions: an event named as a prev gets its
-        # NID (and a place in a chunk) long before its membership arrives.
-        if tx.write:
-            chunk = tx.get("flags", idx)
-            if chunk is not None:
-                return chunk
-        raw = tx.txn.get(_U64.pack(idx), db=self.flags_db)
+        chunk = self._chunks.find(tx, idx)
+        if chunk is not None:
+            return chunk
+        raw = tx.txn.get(_U64.pack(idx), None, self.marks_db)
         return bytes(raw) if raw is not None else bytes(CHUNK)
 
-    def flags(self, tx, nid):
+    def marks(self, tx, nid):
+        """The marks of an event NID (membership code and ``HAS_CHILD``)."""
         return self._chunk(tx, nid // CHUNK)[nid % CHUNK]
 
-    def set_flags(self, tx, nid, value):
+    def set_marks(self, tx, nid, value):
         idx = nid // CHUNK
-        chunk = tx.table("flags").get(idx)
+        chunk = tx.table("marks").get(idx)
         if chunk is None:
             chunk = bytearray(self._chunk(tx, idx))
-            tx.put("flags", idx, chunk)
+            tx.put("marks", idx, chunk)
         elif tx.undo is not None:
-            tx.save("flags", idx)
+            tx.save("marks", idx)
         chunk[nid % CHUNK] = value
+
+    # The names store.py calls (until it says marks).
+    flags = marks
+    set_flags = set_marks
 
     def memberships(self, tx, nids):
         """Membership codes of many event NIDs (a uint64 array) as a uint8 array."""
@@ -333,8 +329,8 @@ class EventTable:
         return flat[where * CHUNK + (nids % CHUNK).astype(np.intp)] & MEMBERSHIP_MASK
 
     def flush(self, tx):
-        """At the outermost commit: write the changed flag chunks."""
-        table = tx.pending.get("flags")
+        """At the outermost commit: write the changed mark chunks."""
+        table = tx.pending.get("marks")
         if table:
             for idx, chunk in table.items():
-                tx.txn.put(_U64.pack(idx), bytes(chunk), db=self.flags_db)
+                tx.txn.put(_U64.pack(idx), bytes(chunk), True, True, False, self.marks_db)

@@ -15,10 +15,9 @@ import numpy as np
 
 from ._core import NameCache, fetch_names
 from .errors import RoomStateError
-from .txn import BoundedCache
+from .txn import BoundedCache, ReadThrough
 
 ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
-KINDS = (ROOM, EVENT, TYPE, STATE_KEY)
 _OWN_KINDS = (ROOM, TYPE, STATE_KEY)  # event IDs live in the EventTable
 _KIND_NAMES = {ROOM: "room", TYPE: "type", STATE_KEY: "state key"}
 
@@ -50,6 +49,15 @@ def decode(b):
 
 
 def string_key(kind, raw):
+    """The forward-map key of a string's UTF-8 bytes: the kind byte, then the bytes
+    themselves when short, else 0xFF and a 16-byte digest.
+
+    >>> string_key(ROOM, b"!a:x")
+    b'r!a:x'
+    >>> key = string_key(EVENT, b"$" + b"x" * 43)
+    >>> key[:2], len(key)
+    (b'e\\xff', 18)
+    """
     if len(raw) <= _SHORT:
         return kind + raw
     return kind + b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
@@ -71,8 +79,12 @@ class IdMaps:
         self.names_db = names_db
         self.meta_db = meta_db
         self.events = None  # the EventTable, set by the store
-        self.to_nid = {k: BoundedCache(cache_limit) for k in _OWN_KINDS}
-        self.to_str = {k: NameCache(cache_limit) for k in _OWN_KINDS}
+        # One read-through cache per kind and direction; the pending tables are
+        # "nid:r" (string -> NID), "str:r" (NID -> string) and so on.
+        self._nids = {k: ReadThrough(BoundedCache(cache_limit), "nid:" + k.decode()) for k in _OWN_KINDS}
+        self._strs = {k: ReadThrough(NameCache(cache_limit), "str:" + k.decode()) for k in _OWN_KINDS}
+        self.to_nid = {k: rt.cache for k, rt in self._nids.items()}
+        self.to_str = {k: rt.cache for k, rt in self._strs.items()}
         # (type, state_key) tuples by ``type NID << 32 | state key NID``, for StateMap
         self.pairs = NameCache(cache_limit)
 
@@ -81,45 +93,33 @@ class IdMaps:
         """The NID of ``s``, or 0 when it has none."""
         if kind == EVENT:
             return self.events.lookup(tx, s)
-        nid = self.to_nid[kind].get(s)
+        nid = self._nids[kind].find(tx, s)
         if nid is not None:
             return nid
-        if tx.write:
-            nid = tx.get("nid:" + kind.decode(), s)
-            if nid is not None:
-                return nid
         raw = encode(s)
         key = string_key(kind, raw)
-        val = tx.txn.get(key, db=self.ids_db)
+        val = tx.txn.get(key, None, self.ids_db)
         if val is None:
             return 0
         nid = _U64.unpack(val)[0]
         if len(raw) > _SHORT:
-            stored = tx.txn.get(_U64.pack(nid), db=self.names_db[kind])
+            stored = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
             if stored is None or bytes(stored) != raw:
                 raise RoomStateError(f"digest collision on {kind.decode()} key {s!r}")
-        self._remember(tx, kind, s, nid)
+        self._keep(tx, kind, s, nid)
         return nid
-
-    def lookup_many(self, tx, kind, strings):
-        """NIDs of many strings as a uint64 array (0 where unknown)."""
-        return np.fromiter((self.lookup(tx, kind, s) for s in strings), dtype=np.uint64)
 
     def name(self, tx, kind, nid):
         if kind == EVENT:
             return self.events.event_id(tx, nid)
-        s = self.to_str[kind].get(nid)
+        s = self._strs[kind].find(tx, nid)
         if s is not None:
             return s
-        if tx.write:
-            s = tx.get("str:" + kind.decode(), nid)
-            if s is not None:
-                return s
-        raw = tx.txn.get(_U64.pack(nid), db=self.names_db[kind])
+        raw = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
         if raw is None:
             raise RoomStateError(f"no string for {kind.decode()} NID {nid}: the store is damaged")
         s = decode(raw)
-        self._remember(tx, kind, s, nid)
+        self._keep(tx, kind, s, nid)
         return s
 
     def names(self, tx, kind, nids):
@@ -159,9 +159,9 @@ class IdMaps:
             return nid
         nid = self.next_nid(tx, kind)
         raw = encode(s)
-        tx.txn.put(string_key(kind, raw), _U64.pack(nid), db=self.ids_db)
-        tx.txn.put(_U64.pack(nid), raw, db=self.names_db[kind])
-        self._remember(tx, kind, s, nid)
+        tx.txn.put(string_key(kind, raw), _U64.pack(nid), True, True, False, self.ids_db)
+        tx.txn.put(_U64.pack(nid), raw, True, True, False, self.names_db[kind])
+        self._keep(tx, kind, s, nid)
         return nid
 
     def counter(self, kind):
@@ -183,29 +183,20 @@ class IdMaps:
         name = b"next:" + kind
         cur = tx.get("meta", name) if tx.write else None
         if cur is None:
-            raw = tx.txn.get(name, db=self.meta_db)
+            raw = tx.txn.get(name, None, self.meta_db)
             cur = _U64.unpack(raw)[0] if raw is not None else 1
         return cur
 
-    def _remember(self, tx, kind, s, nid):
-        if tx.write:
-            k = kind.decode()
-            tx.put("nid:" + k, s, nid)
-            tx.put("str:" + k, nid, s)
-        else:
-            self.to_nid[kind][s] = nid
-            self.to_str[kind][nid] = s
+    def _keep(self, tx, kind, s, nid):
+        """Remember a mapping both ways."""
+        self._nids[kind].keep(tx, s, nid)
+        self._strs[kind].keep(tx, nid, s)
 
     def publish(self, pending):
         """After a commit: move this transaction's new mappings into the caches."""
         for kind in _OWN_KINDS:
-            k = kind.decode()
-            fwd = pending.get("nid:" + k)
-            if fwd:
-                self.to_nid[kind].publish(fwd)
-            rev = pending.get("str:" + k)
-            if rev:
-                self.to_str[kind].publish(rev)
+            self._nids[kind].publish(pending)
+            self._strs[kind].publish(pending)
 
     def initialise(self, tx):
         """Preassign the well-known type NIDs and the empty state key."""

@@ -1,12 +1,11 @@
 from .errors import RoomStateError as RoomStateError
-from .txn import BoundedCache as BoundedCache
+from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete
 
 ROOM: Incomplete
 EVENT: Incomplete
 TYPE: Incomplete
 STATE_KEY: Incomplete
-KINDS: Incomplete
 PREASSIGNED_TYPES: Incomplete
 MEMBER_TYPE_NID: int
 EMPTY_STATE_KEY_NID: int
@@ -24,7 +23,6 @@ class IdMaps:
     to_str: Incomplete
     def __init__(self, ids_db, names_db, meta_db, cache_limit: int = 1000000) -> None: ...
     def lookup(self, tx, kind, s): ...
-    def lookup_many(self, tx, kind, strings): ...
     def name(self, tx, kind, nid): ...
     def names(self, tx, kind, nids): ...
     def read(self, tx, kind, nids) -> dict[int, str]: ...

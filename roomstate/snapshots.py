@@ -4,7 +4,7 @@ A snapshot is one of two records:
 
 * a **base**: an ordered list of blocks (later ones override earlier ones),
   kept short by size-tiered compaction — when ``FANOUT`` trailing blocks are of
-  the same size tier they are merged into one block of the next tier, so an
+  the same size tier they are compacted into one block of the next tier, so an
   entry is rewritten about log_FANOUT(N) times over a room's life and a read
   touches at most ``(FANOUT - 1)`` blocks per tier;
 * a **chain** link: a parent snapshot plus a small sorted delta (tombstones
@@ -14,7 +14,7 @@ A snapshot is one of two records:
   parent's blocks, which are shared, never copied.
 
 Nothing here ever copies a whole state because a counter ran out: the only
-full-size writes are tier merges, whose cost is amortised O(log N) per entry.
+full-size writes are tier compactions, whose cost is amortised O(log N) per entry.
 
 Chain links made by single state events are unique by construction (they
 hold the new event).  Links made by merges and given states, and every base,
@@ -29,7 +29,7 @@ from ._core import ENTRY_DTYPE
 from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
 from .errors import RoomStateError
-from .txn import BoundedCache
+from .txn import BoundedCache, ReadThrough
 
 SNAPSHOT_KIND = b"s"
 EMPTY_SNAPSHOT = 1  # the known empty state (before m.room.create); 0 = unknown
@@ -60,53 +60,42 @@ class SnapshotStore:
         self.blocks = blocks
         self.ids = ids
         self._next, self._meta_db = ids.counter(SNAPSHOT_KIND)
-        self.cache = BoundedCache(cache_items)
-        self.state_cache = BoundedCache(state_cache_items)
+        self._parts = ReadThrough(BoundedCache(cache_items), "snap")  # Components by snapshot NID
+        # Full states, for reads only: a write transaction keeps none.
+        self._states = ReadThrough(BoundedCache(state_cache_items), None)
+        self.cache = self._parts.cache
+        self.state_cache = self._states.cache
 
     # -- records -----------------------------------------------------------
     def components(self, tx, snap):
-        c = self.cache.get(snap)
+        parts = self._parts
+        c = parts.find(tx, snap)
         if c is not None:
             return c
-        if tx.write:
-            c = tx.get("snap", snap)
-            if c is not None:
-                return c
         # Walk the chain up to its base, then build every link's components.
         path = []
         cur = snap
         while True:
-            c = self.cache.get(cur)
-            if c is None and tx.write:
-                c = tx.get("snap", cur)
-            if c is not None:
-                break
-            raw = tx.txn.get(_U64.pack(cur), db=self.db)
+            if cur != snap:
+                c = parts.find(tx, cur)
+                if c is not None:
+                    break
+            raw = tx.txn.get(_U64.pack(cur), None, self.db)
             if raw is None:
                 raise KeyError(f"snapshot {cur} is missing: the store is damaged")
             raw = bytes(raw)
             if raw[0] == _KIND_BASE:
                 (_, n), off = _core.unpack_uvarints(raw, 2)
                 vals, _ = _core.unpack_uvarints(raw, 2 * n, off)
-                c = Components(tuple(vals[:n]), tuple(vals[n:]), (), (), 0, 0)
-                self._remember(tx, cur, c)
+                c = parts.keep(tx, cur, Components(tuple(vals[:n]), tuple(vals[n:]), (), (), 0, 0))
                 break
             (_, hops, weight, parent, n), off = _core.unpack_uvarints(raw, 5)
             delta = frozen(_core.unpack_entries(raw, n, off))
             path.append((cur, delta, hops, weight))
             cur = parent
         for nid, delta, hops, weight in reversed(path):
-            c = c.link(nid, delta, hops, weight)
-            self._remember(tx, nid, c)
+            c = parts.keep(tx, nid, c.link(nid, delta, hops, weight))
         return c
-
-    def _remember(self, tx, snap, c):
-        if tx.write:
-            tx.put("snap", snap, c)
-        else:
-            self.cache[snap] = c
-            if len(self.cache) > self.cache.limit:
-                self.cache.publish({})
 
     def layers(self, tx, c, start=0, stop=None):
         """The entry arrays of a snapshot's parts ``start`` to ``stop`` (default: the last)."""
@@ -122,12 +111,12 @@ class SnapshotStore:
         digest = None
         if indexed:
             digest = hashlib.blake2b(record, digest_size=16).digest()
-            hit = tx.txn.get(digest, db=self.hashes_db)
+            hit = tx.txn.get(digest, None, self.hashes_db)
             if hit is not None:
                 return _U64.unpack(hit)[0], False
         nid = self._append(tx, record)
         if digest is not None:
-            tx.txn.put(digest, _U64.pack(nid), db=self.hashes_db)
+            tx.txn.put(digest, _U64.pack(nid), True, True, False, self.hashes_db)
         return nid, True
 
     def _append(self, tx, record):
@@ -155,24 +144,25 @@ class SnapshotStore:
             record = _core.pack_uvarints((_KIND_CHAIN, hops, weight, parent, len(delta))) + _core.pack_entries(delta)
             nid, new = self._store(tx, record, indexed)
             if new:
-                tx.put("snap", nid, c.link(nid, frozen(delta.copy()), hops, weight))
+                self._parts.keep(tx, nid, c.link(nid, frozen(delta.copy()), hops, weight))
             return nid
-        merged = _core.overlay(list(c.deltas) + [delta], keep_tombstones=bool(c.blocks))
+        # The chain's deltas become one block on top of the parent's.
+        flattened = _core.overlay(list(c.deltas) + [delta], keep_tombstones=bool(c.blocks))
         blocks, sizes = list(c.blocks), list(c.sizes)
-        if len(merged):
-            blocks.append(self.blocks.put(tx, merged))
-            sizes.append(len(merged))
+        if len(flattened):
+            blocks.append(self.blocks.put(tx, flattened))
+            sizes.append(len(flattened))
         self._compact(tx, blocks, sizes)
         n = len(blocks)
         record = _core.pack_uvarints([_KIND_BASE, n] + blocks + sizes)
         nid, new = self._store(tx, record, True)
         if new:
-            tx.put("snap", nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))
+            self._parts.keep(tx, nid, Components(tuple(blocks), tuple(sizes), (), (), 0, 0))
         return nid
 
     def derive_state(self, tx, parent, type_nid, state_key_nid, event_nid):
         """``derive`` with the one entry of a state event: its chain link is packed without an entry array."""
-        c = tx.get("snap", parent)  # usually the snapshot this transaction made last
+        c = self._parts.find(tx, parent)  # usually the snapshot this transaction made last
         if c is None:
             c = self.components(tx, parent)
         hops = c.hops + 1
@@ -181,7 +171,7 @@ class SnapshotStore:
             return self.derive(tx, parent, _core.single(type_nid, state_key_nid, event_nid))
         record, delta = chain_link(_KIND_CHAIN, hops, weight, parent, type_nid, state_key_nid, event_nid)
         nid = self._append(tx, record)  # unique by construction (it holds the event): not indexed
-        tx.put("snap", nid, c.link(nid, delta, hops, weight))
+        self._parts.keep(tx, nid, c.link(nid, delta, hops, weight))
         return nid
 
     def _compact(self, tx, blocks, sizes):
@@ -196,16 +186,16 @@ class SnapshotStore:
             if n - i < 2:  # too many blocks of rising tiers: fold the last two
                 i = n - 2
             # Tombstones matter only while something older lies below the run.
-            merged = _core.overlay([self.blocks.get(tx, b) for b in blocks[i:]], keep_tombstones=i > 0)
+            compacted = _core.overlay([self.blocks.get(tx, b) for b in blocks[i:]], keep_tombstones=i > 0)
             del blocks[i:], sizes[i:]
-            if len(merged):
-                blocks.append(self.blocks.put(tx, merged))
-                sizes.append(len(merged))
+            if len(compacted):
+                blocks.append(self.blocks.put(tx, compacted))
+                sizes.append(len(compacted))
 
     # -- reads ---------------------------------------------------------------
     def state(self, tx, snap):
         """The full state of a snapshot: a read-only, sorted entry array without tombstones."""
-        arr = self.state_cache.get(snap)
+        arr = self._states.find(tx, snap)
         if arr is not None:
             return arr
         c = self.components(tx, snap)
@@ -216,11 +206,7 @@ class SnapshotStore:
             arr = layers[0]  # a bottom block holds no tombstones
         else:
             arr = frozen(_core.overlay(layers))
-        if not tx.write:
-            self.state_cache[snap] = arr
-            if len(self.state_cache) > self.state_cache.limit:
-                self.state_cache.publish({})
-        return arr
+        return self._states.keep(tx, snap, arr)
 
     def get(self, tx, snap, type_nid, state_key_nid):
         """Event NID of one key, or 0 when the state lacks it."""
@@ -246,18 +232,17 @@ class SnapshotStore:
                 i += 1
             shared = i
         prefix = self.layers(tx, comps[0], 0, shared)
-        tails = [self._merged(self.layers(tx, c, shared)) for c in comps]
+        tails = [self._overlaid(self.layers(tx, c, shared)) for c in comps]
         keys, values = _core.align(tails, base=prefix)
         return prefix, keys, values
 
     @staticmethod
-    def _merged(layers):
+    def _overlaid(layers):
         """Layers overlaid into one sorted array, tombstones kept (a single layer is one already)."""
         if len(layers) == 1:
             return layers[0]
         return _core.overlay(layers, keep_tombstones=True)
 
     def publish(self, pending):
-        new = pending.get("snap")
-        if new:
-            self.cache.publish(new)
+        """After a commit: move this transaction's snapshot parts into the cache."""
+        self._parts.publish(pending)

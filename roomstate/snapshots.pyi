@@ -2,7 +2,7 @@ from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from ._write import Components as Components, chain_link as chain_link
 from .blocks import empty_entries as empty_entries, frozen as frozen
 from .errors import RoomStateError as RoomStateError
-from .txn import BoundedCache as BoundedCache
+from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete
 
 SNAPSHOT_KIND: bytes

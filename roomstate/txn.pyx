@@ -9,8 +9,12 @@ batch).  Two kinds of pending table ride along with it:
   process-wide caches after the outermost commit, so an aborted transaction
   never leaves a NID it did not commit in a cache;
 * **dirty tables** (``DIRTY``: NID counters and counts, room extremities, the
-  per-event flag column): values read and changed by almost every event,
+  per-event mark column): values read and changed by almost every event,
   written to LMDB once, at the outermost commit.
+
+Every table reads through its caches the same way, with :class:`ReadThrough`:
+the process cache of committed values, then this transaction's pending table,
+then LMDB (the table's own decoding), remembering what LMDB gave.
 
 A nested transaction shares its parent's tables.  It keeps an undo log of the
 dirty entries it changes; when it aborts, the log restores them and the
@@ -23,7 +27,7 @@ an event reads or writes its tables.
 
 import struct
 
-DIRTY = frozenset(("meta", "rooms", "flags"))
+DIRTY = frozenset(("meta", "rooms", "marks"))
 _U64 = struct.Struct(">Q")
 _MISSING = object()
 
@@ -99,10 +103,8 @@ cdef class Tx:
     def rollback(self):
         """After a nested transaction aborted: restore the parent's tables."""
         self.parent.last = None
+        self.trim()
         pending = self.pending
-        for name in list(pending):
-            if name not in DIRTY:
-                del pending[name]
         for (name, key), old in self.undo.items():
             t = pending.setdefault(name, {})
             if old is _MISSING:
@@ -113,19 +115,114 @@ cdef class Tx:
 
 
 class BoundedCache(dict):
-    """A dict that forgets its oldest half when it holds more than ``limit`` items."""
+    """A dict that forgets its oldest half when it holds more than ``limit`` items.
+
+    >>> c = BoundedCache(4)
+    >>> c.update({n: str(n) for n in range(1, 6)})
+    >>> sorted(c)
+    [4, 5]
+    """
 
     def __init__(self, limit):
         super().__init__()
         self.limit = limit
 
-    def publish(self, items):
-        self.update(items)
+    def update(self, items):
+        """Add every item of a mapping, then :meth:`trim`."""
+        dict.update(self, items)
         if len(self) > self.limit:
-            drop = len(self) - self.limit // 2
-            pop = self.pop
-            for key in list(self.keys())[:drop]:
-                pop(key, None)  # another thread may be trimming too
+            self.trim()
+
+    def trim(self):
+        """Forget the oldest items, down to half the limit."""
+        drop = len(self) - self.limit // 2
+        pop = self.pop
+        for key in list(self.keys())[:drop]:
+            pop(key, None)  # another thread may be trimming too
+
+
+cdef class ReadThrough:
+    """One table's read-through cache: committed values in a process cache, then
+    this transaction's pending table; the table itself reads LMDB on a miss.
+
+    ``cache`` is a :class:`BoundedCache` or a :class:`roomstate._core.NameCache`
+    (or None: nothing is cached across transactions); ``table`` names the
+    pending table in ``tx.pending`` (or None: a write transaction keeps
+    nothing).  Values read in a write transaction stay in its pending table
+    until :meth:`publish` after the commit, so an aborted transaction never
+    leaves a value in the process cache.
+
+    >>> blocks = ReadThrough(BoundedCache(10), "block")
+    >>> tx = Tx(None, True)
+    >>> blocks.find(tx, 7) is None
+    True
+    >>> blocks.keep(tx, 7, "entries")
+    'entries'
+    >>> blocks.find(tx, 7), len(blocks.cache)
+    ('entries', 0)
+    >>> blocks.publish(tx.pending)
+    >>> blocks.cache
+    {7: 'entries'}
+    """
+
+    cdef public object cache
+    cdef readonly object table
+
+    def __init__(self, cache, table):
+        self.cache = cache
+        self.table = table
+
+    def find(self, tx, key, /):
+        """The value of ``key`` cached or pending in ``tx``; None when neither holds it."""
+        cdef object v = None
+        cdef object cache = self.cache
+        cdef object t
+        if cache is not None:
+            if isinstance(cache, dict):
+                v = (<dict>cache).get(key)
+            else:
+                v = cache.get(key)
+            if v is not None:
+                return v
+        if self.table is None:
+            return None
+        if isinstance(tx, Tx):
+            if not (<Tx>tx).write:
+                return None
+            t = (<Tx>tx).pending.get(self.table)
+        elif tx.write:
+            t = tx.pending.get(self.table)
+        else:
+            return None
+        if t is None:
+            return None
+        return (<dict?>t).get(key)
+
+    def keep(self, tx, key, value, /):
+        """Remember a value read from LMDB (or just written): in the pending table of a
+        write transaction, in the process cache otherwise.  Returns ``value``."""
+        cdef object cache
+        cdef dict pending
+        if tx.write:
+            if self.table is not None:
+                pending = tx.pending
+                t = pending.get(self.table)
+                if t is None:
+                    t = pending[self.table] = {}
+                (<dict?>t)[key] = value
+        else:
+            cache = self.cache
+            if cache is not None:
+                cache[key] = value
+                if len(cache) > cache.limit:
+                    cache.trim()
+        return value
+
+    def publish(self, pending):
+        """After the outermost commit: move the pending table's values into the cache."""
+        new = pending.get(self.table)
+        if new:
+            self.cache.update(new)
 
 
 class ReadTx:
