@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import lmdb
 import numpy as np
 
-from . import _core
+from . import _core, _names
 from .blocks import BlockStore, empty_entries, entries_from, frozen
 from .errors import (
     InvalidEventError,
@@ -1060,14 +1060,14 @@ class StateStore:
         self._check_open()  # cached strings too: a closed store answers nothing
         ids, events = self._ids, self._events
         caches = (ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str)
-        keys, values, missing = _core.state_names(entries, *caches)
+        keys, values, missing = _names.state_names(entries, *caches)
         if not missing:
             return keys, values
         with self._reading() as tx:
             if not tx.write:  # only committed strings may be cached
                 for kind, column in ((TYPE, "type"), (STATE_KEY, "state_key"), (EVENT, "event")):
                     ids.read(tx, kind, np.unique(entries[column]).tolist())
-                keys, values, missing = _core.state_names(entries, *caches)
+                keys, values, missing = _names.state_names(entries, *caches)
             if missing:  # a write transaction's reads, or caches too small for the state
                 at = [i for i, k in enumerate(keys) if k is None]
                 if at:
