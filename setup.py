@@ -3,7 +3,7 @@
 Compiler directives are set once here.  ``ROOMSTATE_DEBUG=1`` turns bounds,
 wraparound and initialisation checks back on, for debug and fuzz builds.
 
-Besides the Cython modules (``_core.pyx``, ``_write.pyx``, ``txn.pyx``), the write and read paths (plain
+Besides the Cython modules (``CYTHON`` below), the write and read paths (plain
 Python modules, listed in ``COMPILED``) are compiled by Cython too: the same source,
 about 1.5x faster per event.  ``ROOMSTATE_PURE=1`` leaves them as Python, for
 profiling and debugging.
@@ -27,8 +27,17 @@ directives = {
     "embedsignature": True,
 }
 
-# _core: kernels over entries; _write: kernels of the per-event write path;
-# txn: the write transaction and its pending tables.
+# One module per concept; their shared C declarations are the .pxd files beside
+# them (_core.pxd: the Entry struct; _records.pxd: the record flag bits;
+# _base64.pxd, _varint.pxd, _gc.pxd: inline codecs and helpers).
+CYTHON = [
+    "_core",  # kernels over state entries, and the entry-record codecs
+    "_records",  # event records, event IDs (base64url, BLAKE2b index keys)
+    "_names",  # NID -> string caches, a state's strings, fetching names
+    "_parse",  # the fast path of event validation
+    "_write",  # write-path kernels: pending lookups, chain links, merges
+    "txn",  # the write transaction and its pending tables
+]
 extensions = [
     Extension(
         f"roomstate.{name}",
@@ -37,7 +46,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("ROOMSTATE_DEBUG", "1" if DEBUG else "0")],
         extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
     )
-    for name in ("_core", "_write", "txn")
+    for name in CYTHON
 ]
 
 # Debug builds generate their C elsewhere, so a release build never reuses

@@ -1,12 +1,19 @@
 # cython: language_level=3
-"""Kernels over packed state entries.
+"""Kernels over packed state entries, and the codecs of entry records.
 
 A state entry is a packed ``(type NID, state-key NID, event NID)`` triple of
-16 bytes, the numpy dtype :data:`ENTRY_DTYPE`.  Arrays of entries are sorted
-by ``(type, state_key)``; an event NID of 0 is a tombstone (the key is
-removed).  Every kernel takes read-only buffers (numpy views over LMDB
-buffers work without copies), runs its loop without the GIL, and returns new
-numpy arrays.
+16 bytes, the numpy dtype :data:`ENTRY_DTYPE` (its C struct, ``Entry``, is
+declared in ``_core.pxd``).  Arrays of entries are sorted by ``(type,
+state_key)``; an event NID of 0 is a tombstone (the key is removed).  Every
+kernel takes read-only buffers (numpy views over LMDB buffers work without
+copies) and returns new numpy arrays or bytes.
+
+The GIL: every loop over entries runs without it (``with nogil``) — sorting,
+overlaying, aligning, diffing, the binary searches, and packing and unpacking
+entry records; the GIL is held only to check the arguments and to allocate the
+results.  ``pack_uvarints`` and ``unpack_uvarints`` hold it throughout: they
+read or build a list of Python ints, one per varint.  ``single`` holds it: it
+writes one entry.
 
 >>> import numpy as np
 >>> a = np.array([(5, 9, 30), (1, 1, 10), (5, 9, 31)], dtype=ENTRY_DTYPE)
@@ -15,17 +22,11 @@ numpy arrays.
 >>> overlay([sort_unique(a), np.array([(5, 9, 0)], dtype=ENTRY_DTYPE)]).tolist()
 [(1, 1, 10)]
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
-from cpython.tuple cimport PyTuple_Pack
-from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
-from libc.stdlib cimport calloc, malloc, free
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-from ._varint cimport _put_varint
+from ._varint cimport _get_varint, _put_varint
 
 import numpy as np
 cimport numpy as cnp
@@ -44,16 +45,6 @@ cdef extern from *:
 DEBUG_BUILD = bool(ROOMSTATE_DEBUG)
 
 ENTRY_DTYPE = np.dtype([("type", "<u4"), ("state_key", "<u4"), ("event", "<u8")])
-
-
-cdef packed struct Entry:
-    uint32_t type
-    uint32_t state_key
-    uint64_t event
-
-
-cdef inline uint64_t key_of(const Entry* e) noexcept nogil:
-    return ((<uint64_t>e.type) << 32) | e.state_key
 
 
 cdef cnp.ndarray _entries(object obj):
@@ -587,24 +578,7 @@ def type_range(entries, uint32_t type_nid):
 
 
 # ---------------------------------------------------------------------------
-# varints: compact records for events and chain snapshots
-
-cdef inline Py_ssize_t _get_varint(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos, uint64_t* out) noexcept nogil:
-    """Decode one varint at ``pos``; the new position, or -1 when truncated or too long."""
-    cdef uint64_t v = 0
-    cdef int shift = 0
-    cdef unsigned char b
-    while True:
-        if pos >= n or shift > 63:
-            return -1
-        b = buf[pos]
-        pos += 1
-        v |= (<uint64_t>(b & 0x7F)) << shift
-        if b < 0x80:
-            out[0] = v
-            return pos
-        shift += 7
-
+# varints: compact records for events and chain snapshots (the codec is _varint.pxd)
 
 def pack_uvarints(values):
     """LEB128-encode a sequence of unsigned 64-bit integers.
@@ -688,36 +662,6 @@ def unpack_entries(const unsigned char[::1] buf, Py_ssize_t count, Py_ssize_t of
     return out
 
 
-# ---------------------------------------------------------------------------
-# event IDs of room versions 4+: "$" + unpadded base64url of 32 bytes
-
-cdef const char* _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-def unpack_event_id(const unsigned char[::1] raw):
-    """The event ID of 32 bytes packed by :func:`roomstate._write.pack_event_id`."""
-    if raw.shape[0] != 32:
-        raise ValueError("a packed event ID is 32 bytes")
-    return _unpack_event_id(&raw[0])
-
-
-cdef str _unpack_event_id(const unsigned char* raw):
-    cdef char out[44]
-    cdef uint32_t acc = 0
-    cdef int bits = 0, n = 1, i
-    out[0] = b"$"
-    for i in range(32):
-        acc = (acc << 8) | raw[i]
-        bits += 8
-        while bits >= 6:
-            bits -= 6
-            out[n] = _B64_ALPHABET[(acc >> bits) & 0x3F]
-            n += 1
-    out[n] = _B64_ALPHABET[(acc << (6 - bits)) & 0x3F]
-    n += 1
-    return out[:n].decode("ascii")
-
-
 def single(uint32_t type_nid, uint32_t state_key_nid, uint64_t event_nid):
     """A one-entry array (the delta of one state event)."""
     out = _empty(1)
@@ -726,427 +670,3 @@ def single(uint32_t type_nid, uint32_t state_key_nid, uint64_t event_nid):
     o[0].state_key = state_key_nid
     o[0].event = event_nid
     return out
-
-
-# ---------------------------------------------------------------------------
-# event records (see roomstate.events.Record; packed by roomstate._write.pack_record)
-
-cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
-    return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)
-
-
-cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v) noexcept nogil:
-    """Decode a record's nine header varints into ``v``; the position after them, or -1."""
-    cdef Py_ssize_t pos = 0, i
-    for i in range(9):
-        pos = _get_varint(raw, n, pos, &v[i])
-        if pos < 0:
-            return -1
-    return pos
-
-
-def unpack_record(const unsigned char[::1] raw, uint64_t nid):
-    """``(flags, membership, room, type, state_key, depth, before, after, prevs, tail_offset)``."""
-    cdef Py_ssize_t n = raw.shape[0], pos, i
-    cdef uint64_t v[9]
-    cdef uint64_t z
-    if n == 0:
-        raise ValueError("empty event record")
-    pos = _record_head(&raw[0], n, v)
-    if pos < 0:
-        raise ValueError("truncated event record")
-    cdef uint64_t after = v[6] if v[7] == 0 else v[6] + <uint64_t>_unzigzag(v[7] - 1)
-    cdef list prevs = []
-    for i in range(<Py_ssize_t>v[8]):
-        pos = _get_varint(&raw[0], n, pos, &z)
-        if pos < 0:
-            raise ValueError("truncated event record")
-        prevs.append(nid - <uint64_t>_unzigzag(z))
-    return v[0], v[1], v[2], v[3], v[4], v[5], v[6], after, tuple(prevs), pos
-
-
-cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
-    """The event ID in the event record ``raw[:n]`` (``n`` > 0)."""
-    cdef uint64_t v[9]
-    cdef uint64_t z
-    cdef Py_ssize_t pos = _record_head(raw, n, v), i
-    if pos < 0:
-        raise ValueError("truncated event record")
-    for i in range(<Py_ssize_t>v[8]):
-        pos = _get_varint(raw, n, pos, &z)
-        if pos < 0:
-            raise ValueError("truncated event record")
-    if v[0] & 32:
-        if n - pos != 32:
-            raise ValueError("a packed event ID is 32 bytes")
-        return _unpack_event_id(raw + pos)
-    return PyUnicode_DecodeUTF8(<const char*>raw + pos, n - pos, "surrogatepass")
-
-
-def fetch_names(txn, db, nids, bint records=False):
-    """The strings stored under big-endian 8-byte NID keys in ``db``, in the order of ``nids``.
-
-    A name table's values are UTF-8 strings; with ``records`` they are event
-    records, and their event IDs are returned.  None where a NID has no value.
-    One C loop over ``txn.get``: a cold read's every state key and event ID.
-    """
-    cdef list out = []
-    cdef unsigned char key[8]
-    cdef uint64_t v
-    cdef int i
-    cdef Py_buffer view
-    get = txn.get
-    for nid in nids:
-        v = nid
-        for i in range(8):
-            key[7 - i] = <unsigned char>((v >> (8 * i)) & 0xFF)
-        val = get(PyBytes_FromStringAndSize(<char*>key, 8), None, db)
-        if val is None:
-            out.append(None)
-            continue
-        PyObject_GetBuffer(val, &view, PyBUF_SIMPLE)
-        try:
-            if records:
-                if view.len == 0:
-                    raise ValueError("empty event record")
-                out.append(_record_event_id(<const unsigned char*>view.buf, view.len))
-            else:
-                out.append(PyUnicode_DecodeUTF8(<const char*>view.buf, view.len, "surrogatepass"))
-        finally:
-            PyBuffer_Release(&view)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# event input: the fast path of roomstate.events.parse
-
-MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
-MEMBERSHIP_CODE = {m: i for i, m in enumerate(MEMBERSHIPS, start=1)}
-OTHER_MEMBERSHIP = 7  # a membership string outside the five the spec defines
-MAX_DEPTH = 2**63 - 1
-MAX_PREVS = 65535
-
-
-cdef class ParsedEvent:
-    """The fields of an event the engine reads, validated."""
-
-    cdef readonly str event_id
-    cdef readonly str room_id
-    cdef readonly str type
-    cdef readonly object state_key
-    cdef readonly list prev_ids
-    cdef readonly object depth
-    cdef readonly bint rejected
-    cdef readonly int membership
-
-    def __init__(self, str event_id, str room_id, str type, state_key, list prev_ids, depth, bint rejected,
-                 int membership):
-        self.event_id = event_id
-        self.room_id = room_id
-        self.type = type
-        self.state_key = state_key
-        self.prev_ids = prev_ids
-        self.depth = depth
-        self.rejected = rejected
-        self.membership = membership
-
-
-def parse_common(ev):
-    """A ParsedEvent for an event of the common, well-formed shape; None otherwise.
-
-    None sends the event to the full validation in Python, which names the
-    field and the reason of any error: this path never raises for bad input.
-    """
-    if type(ev) is not dict:
-        return None
-    cdef dict d = <dict>ev
-    event_id = d.get("event_id")
-    room_id = d.get("room_id")
-    type_ = d.get("type")
-    if type(event_id) is not str or type(room_id) is not str or type(type_) is not str:
-        return None
-    if not event_id or not room_id:
-        return None
-    state_key = d.get("state_key")
-    if state_key is None:
-        if "state_key" in d:
-            return None
-    elif type(state_key) is not str:
-        return None
-    prevs = d.get("prev_events")
-    cdef list prev_ids
-    cdef Py_ssize_t n, i
-    if prevs is None:
-        if "prev_events" in d:
-            return None
-        prev_ids = []
-    else:
-        if type(prevs) is not list and type(prevs) is not tuple:
-            return None
-        n = len(prevs)
-        if n > MAX_PREVS:
-            return None
-        prev_ids = []
-        seen = set() if n > 8 else None
-        for i in range(n):
-            p = prevs[i]
-            if type(p) is not str or not p or p == event_id:
-                return None
-            if seen is not None:
-                if p in seen:
-                    continue
-                seen.add(p)
-            elif n > 1 and p in prev_ids:
-                continue
-            prev_ids.append(p)
-    depth = d.get("depth")
-    if depth is not None and (type(depth) is not int or depth < 0 or depth > MAX_DEPTH):
-        return None
-    rejected = d.get("rejected", False)
-    if type(rejected) is not bool:
-        return None
-    cdef int membership = 0
-    if state_key is not None and type_ == "m.room.member":
-        content = d.get("content")
-        if content is not None:
-            if type(content) is not dict:
-                return None
-            m = (<dict>content).get("membership")
-            if m is not None:
-                if type(m) is not str:
-                    return None
-                membership = MEMBERSHIP_CODE.get(m, OTHER_MEMBERSHIP)
-    return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
-
-
-# ---------------------------------------------------------------------------
-# strings of a state: NID -> string caches and the view they fill
-
-cdef struct _Slot:
-    uint64_t key  # 0: empty (NIDs start at 1)
-    PyObject* value
-
-
-cdef inline Py_ssize_t _slot_of(uint64_t key, Py_ssize_t mask) noexcept nogil:
-    # a 64-bit finaliser: dense NIDs spread over the table
-    key ^= key >> 33
-    key *= 0xff51afd7ed558ccdULL
-    key ^= key >> 33
-    return <Py_ssize_t>(key & <uint64_t>mask)
-
-
-cdef class NameCache:
-    """A bounded map from NIDs (ints >= 1 below 2**64) to objects, read from C.
-
-    An open-addressing table: lookups from the kernels below cost a few
-    nanoseconds and make no Python ints.  It holds at most ``limit`` items;
-    adding one more empties it first (the caches it backs are refilled from
-    the store on the next miss).  All operations hold the GIL throughout, so
-    threads may share one.
-    """
-
-    cdef _Slot* _slots
-    cdef Py_ssize_t _mask
-    cdef Py_ssize_t _used
-    cdef readonly Py_ssize_t limit
-
-    def __cinit__(self):
-        self._slots = NULL
-        self._reset(64)
-
-    def __init__(self, Py_ssize_t limit):
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        self.limit = limit
-
-    def __dealloc__(self):
-        self._drop_all()
-        free(self._slots)
-
-    cdef int _reset(self, Py_ssize_t capacity) except -1:
-        cdef _Slot* slots = <_Slot*>calloc(capacity, sizeof(_Slot))
-        if slots == NULL:
-            raise MemoryError()
-        self._drop_all()
-        free(self._slots)
-        self._slots = slots
-        self._mask = capacity - 1
-        self._used = 0
-        return 0
-
-    cdef void _drop_all(self) noexcept:
-        cdef Py_ssize_t i
-        if self._slots == NULL:
-            return
-        for i in range(self._mask + 1):
-            if self._slots[i].key:
-                Py_XDECREF(self._slots[i].value)
-                self._slots[i].key = 0
-                self._slots[i].value = NULL
-        self._used = 0
-
-    cdef inline PyObject* find(self, uint64_t key) noexcept:
-        cdef Py_ssize_t i = _slot_of(key, self._mask)
-        cdef _Slot* s
-        while True:
-            s = &self._slots[i]
-            if s.key == key:
-                return s.value
-            if s.key == 0:
-                return NULL
-            i = (i + 1) & self._mask
-
-    cdef int _grow(self) except -1:
-        cdef _Slot* old = self._slots
-        cdef Py_ssize_t n = self._mask + 1, i, j
-        cdef _Slot* slots = <_Slot*>calloc(2 * n, sizeof(_Slot))
-        if slots == NULL:
-            raise MemoryError()
-        self._slots = slots
-        self._mask = 2 * n - 1
-        for i in range(n):
-            if old[i].key:
-                j = _slot_of(old[i].key, self._mask)
-                while slots[j].key:
-                    j = (j + 1) & self._mask
-                slots[j] = old[i]
-        free(old)
-        return 0
-
-    cdef int store(self, uint64_t key, object value) except -1:
-        if key == 0:
-            raise ValueError("NID 0 cannot be cached")
-        if self.find(key) == NULL:
-            if self._used >= self.limit:
-                self._drop_all()
-            if 2 * (self._used + 1) > self._mask + 1:
-                self._grow()
-        cdef Py_ssize_t i = _slot_of(key, self._mask)
-        while self._slots[i].key and self._slots[i].key != key:
-            i = (i + 1) & self._mask
-        Py_INCREF(value)
-        if self._slots[i].key:
-            Py_XDECREF(self._slots[i].value)
-        else:
-            self._slots[i].key = key
-            self._used += 1
-        self._slots[i].value = <PyObject*>value
-        return 0
-
-    def get(self, uint64_t key, default=None):
-        cdef PyObject* v = self.find(key) if key else NULL
-        return <object>v if v != NULL else default
-
-    def __getitem__(self, key):
-        cdef uint64_t k = key
-        cdef PyObject* v = self.find(k) if k else NULL
-        if v == NULL:
-            raise KeyError(key)
-        return <object>v
-
-    def __setitem__(self, key, value):
-        cdef uint64_t k = key
-        self.store(k, value)
-
-    def __contains__(self, key):
-        return isinstance(key, int) and 0 < key < 2**64 and self.find(key) != NULL
-
-    def __len__(self):
-        return self._used
-
-    def update(self, items):
-        """Add every ``(nid, value)`` of a mapping."""
-        self.put_many(items.keys(), items.values())
-
-    publish = update
-
-    def absent(self, nids):
-        """The NIDs of ``nids`` (ints >= 1) the cache does not hold, in order."""
-        cdef list out = []
-        cdef uint64_t k
-        for nid in nids:
-            k = nid
-            if self.find(k) == NULL:
-                out.append(nid)
-        return out
-
-    def put_many(self, nids, values):
-        """Add ``nids[i] -> values[i]`` for every i."""
-        for nid, value in zip(nids, values):
-            self.store(nid, value)
-
-    def clear(self):
-        self._drop_all()
-
-
-def state_names(entries, NameCache pairs, NameCache types, NameCache state_keys, NameCache events):
-    """The keys and the event IDs of a state, from the caches, in entry order.
-
-    Returns ``(keys, event_ids, missing)``: two lists with a ``(type, state_key)``
-    tuple and an event ID per entry (key tuples are shared through ``pairs``,
-    keyed by ``type << 32 | state_key``), and how many entries are missing a
-    string — their slots hold None.
-    """
-    arr = _entries(entries)
-    cdef const Entry* e = <const Entry*>cnp.PyArray_DATA(arr)
-    cdef Py_ssize_t n = arr.shape[0], i, missing = 0
-    cdef list keys = PyList_New(n)
-    cdef list values = PyList_New(n)
-    cdef PyObject* p
-    cdef PyObject* t
-    cdef PyObject* s
-    cdef uint64_t k
-    for i in range(n):
-        k = key_of(&e[i])
-        p = pairs.find(k)
-        if p == NULL:
-            t = types.find(e[i].type)
-            s = state_keys.find(e[i].state_key)
-            if t != NULL and s != NULL:
-                pair = PyTuple_Pack(2, t, s)
-                pairs.store(k, pair)
-                p = <PyObject*>pair
-        if p == NULL:
-            p = <PyObject*>None
-            missing += 1
-        Py_INCREF(<object>p)
-        PyList_SET_ITEM(keys, i, <object>p)
-        p = events.find(e[i].event)
-        if p == NULL:
-            p = <PyObject*>None
-            missing += 1
-        Py_INCREF(<object>p)
-        PyList_SET_ITEM(values, i, <object>p)
-    return keys, values, missing
-
-
-cdef class StateView:
-    """The base of :class:`roomstate.statemap.StateMap`: its strings once listed.
-
-    ``dict(state)`` asks for every key and then reads the keys back one by one
-    in the same order; a cursor answers each such read from the lists without
-    a lookup (any other key is found by binary search over the entries).
-    """
-
-    cdef public list _keys
-    cdef public list _values
-    cdef Py_ssize_t _cursor
-
-    def __iter__(self):
-        keys = self._strings()[0]
-        self._cursor = 0
-        return iter(keys)
-
-    def __getitem__(self, key):
-        cdef list keys = self._keys
-        cdef Py_ssize_t i = self._cursor
-        if keys is not None and i < PyList_GET_SIZE(keys) and PyList_GET_ITEM(keys, i) == <PyObject*>key:
-            self._cursor = i + 1
-            return self._values[i]
-        i = self._index(key)
-        if i < 0:
-            raise KeyError(key)
-        self._cursor = i + 1
-        if self._values is not None:
-            return self._values[i]
-        return self._event_id(i)

@@ -1,4 +1,6 @@
-# Inline helpers shared by the Cython modules (a .pxd, so each module compiles its own copy).
+# LEB128 varints and zigzag, both directions: the integer codec of every record
+# (event records, chain snapshots, entry deltas).  Inline helpers in a .pxd, so each
+# module compiles its own copy and the loops that call them stay free of calls.
 from libc.stdint cimport uint64_t, int64_t
 
 
@@ -13,5 +15,26 @@ cdef inline Py_ssize_t _put_varint(unsigned char* out, uint64_t v) noexcept nogi
     return n + 1
 
 
+cdef inline Py_ssize_t _get_varint(const unsigned char* buf, Py_ssize_t n, Py_ssize_t pos, uint64_t* out) noexcept nogil:
+    """Decode one varint at ``pos``; the new position, or -1 when truncated or too long."""
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    cdef unsigned char b
+    while True:
+        if pos >= n or shift > 63:
+            return -1
+        b = buf[pos]
+        pos += 1
+        v |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            out[0] = v
+            return pos
+        shift += 7
+
+
 cdef inline uint64_t _zigzag(int64_t v) noexcept nogil:
     return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
+
+
+cdef inline int64_t _unzigzag(uint64_t z) noexcept nogil:
+    return <int64_t>(z >> 1) ^ -<int64_t>(z & 1)

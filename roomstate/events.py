@@ -11,28 +11,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._core import (
-    MAX_DEPTH,
-    MAX_PREVS,
-    MEMBERSHIP_CODE,
-    MEMBERSHIPS,
-    NameCache,
-    OTHER_MEMBERSHIP,
-    ParsedEvent,
-    parse_common,
-    unpack_uvarints,
-)
-from ._write import (
-    HASH_ID,
-    IS_STATE,
-    OUTLIER,
-    PLACEHOLDER,
-    REJECTED,
-    Record,
-    event_id_key,
-    published_records,
-    uvarint,
-)
+from ._core import unpack_uvarints
+from ._names import NameCache
+from ._parse import MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS, OTHER_MEMBERSHIP, ParsedEvent, parse_common
+from ._records import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
+from ._write import uvarint
 from .errors import InvalidEventError, RoomStateError
 from .ids import EVENT
 from .txn import BoundedCache, ReadThrough
@@ -314,10 +297,6 @@ class EventTable:
         elif tx.undo is not None:
             tx.save("marks", idx)
         chunk[nid % CHUNK] = value
-
-    # The names store.py calls (until it says marks).
-    flags = marks
-    set_flags = set_marks
 
     def memberships(self, tx, nids):
         """Membership codes of many event NIDs (a uint64 array) as a uint8 array."""

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from ._core import NameCache, fetch_names
+from ._names import NameCache, fetch_names
 from .errors import RoomStateError
 from .txn import BoundedCache, ReadThrough
 

@@ -7,7 +7,7 @@ cache misses (:meth:`roomstate.transactions.Transactions.reading`).
 """
 import numpy as np
 
-from . import _core
+from . import _core, _names
 from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
 from .errors import MissingEventError
@@ -205,14 +205,14 @@ class Reader:
         self.check_open()  # cached strings too: a closed store answers nothing
         ids, events = self.ids, self.events
         caches = (ids.pairs, ids.to_str[TYPE], ids.to_str[STATE_KEY], events.to_str)
-        keys, values, missing = _core.state_names(entries, *caches)
+        keys, values, missing = _names.state_names(entries, *caches)
         if not missing:
             return keys, values
         with self.reading() as tx:
             if not tx.write:  # only committed strings may be cached
                 for kind, column in ((TYPE, "type"), (STATE_KEY, "state_key"), (EVENT, "event")):
                     ids.read(tx, kind, np.unique(entries[column]).tolist())
-                keys, values, missing = _core.state_names(entries, *caches)
+                keys, values, missing = _names.state_names(entries, *caches)
             if missing:  # a write transaction's reads, or caches too small for the state
                 at = [i for i, k in enumerate(keys) if k is None]
                 if at:

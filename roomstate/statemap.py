@@ -3,10 +3,10 @@ from collections.abc import ItemsView, KeysView, Mapping, ValuesView
 
 import numpy as np
 
-from . import _core
+from . import _core, _names
 
 
-class StateMap(_core.StateView, Mapping):
+class StateMap(_names.StateView, Mapping):
     """A read-only ``Mapping[(type, state_key), event_id]``.
 
     ``entries`` is the numpy structured array of ``(type, state_key, event)``

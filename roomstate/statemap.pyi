@@ -1,4 +1,4 @@
-from ._core import StateView
+from ._names import StateView
 from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 

@@ -101,10 +101,10 @@ class Writer:
 
         rec = Record(flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
         events.put(tx, enid, rec, append=appendable)
-        # A brand-new NID has no column byte yet; one that named a prev may have HAS_CHILD.
-        own = events.flags(tx, enid) if known_nid else 0
+        # A brand-new NID has no marks yet; one that named a prev may have HAS_CHILD.
+        own = events.marks(tx, enid) if known_nid else 0
         if (own & MEMBERSHIP_MASK) != membership:
-            events.set_flags(tx, enid, (own & ~MEMBERSHIP_MASK) | membership)
+            events.set_marks(tx, enid, (own & ~MEMBERSHIP_MASK) | membership)
         added = (ADDED_STATE_EVENT if is_state else ADDED_EVENT) if existing is None else ADDED_NOTHING
         if outlier:
             return added
@@ -205,9 +205,9 @@ class Writer:
         events = self.events
         for pnid, prec in zip(prev_nids, prev_recs):
             if prec is None or prec.flags & OUTLIER:
-                f = events.flags(tx, pnid)
+                f = events.marks(tx, pnid)
                 if not f & HAS_CHILD:
-                    events.set_flags(tx, pnid, f | HAS_CHILD)
+                    events.set_marks(tx, pnid, f | HAS_CHILD)
 
     def check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags):
         """An event stored again must carry the same fields."""

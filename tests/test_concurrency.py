@@ -103,6 +103,10 @@ def test_reader_threads_see_only_whole_batches_while_the_map_grows(tmp_path):
                 if m:
                     hp.check_batches(store.state_after(f"$b{m - 1}x").to_dict(), size)
                 checks += 1
+                # Four readers spinning on cached answers hold the GIL between the
+                # switch intervals, and every LMDB call of the writer waits for it
+                # again: without a pause the writer crawled (minutes, seen on base too).
+                time.sleep(0.001)
             seen.append(checks)
 
         run_threads([writer] + [reader] * 4)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import roomstate
-from roomstate import _core, _write
+from roomstate import _core, _records
 from roomstate.errors import RoomStateError
 
 # When an example fails, Hypothesis's report imports a module that warns (in this
@@ -541,10 +541,10 @@ def test_varints(values, rs, raw, count, offset):
 @settings(max_examples=300, deadline=None)
 @given(raw=st.binary(min_size=32, max_size=32), s=st.one_of(edge_text, st.text(string.ascii_letters + string.digits + "-_", min_size=43, max_size=43).map(lambda x: "$" + x)))
 def test_event_id_packing(raw, s):
-    eid = _core.unpack_event_id(raw)
-    assert len(eid) == 44 and _write.pack_event_id(eid) == raw
-    packed = _write.pack_event_id(s)
-    assert packed is None or (len(packed) == 32 and _core.unpack_event_id(packed) == s)
+    eid = _records.unpack_event_id(raw)
+    assert len(eid) == 44 and _records.pack_event_id(eid) == raw
+    packed = _records.pack_event_id(s)
+    assert packed is None or (len(packed) == 32 and _records.unpack_event_id(packed) == s)
 
 
 # -- wrong inputs: a clean exception ----------------------------------------------------------------
@@ -612,7 +612,7 @@ def test_wrong_inputs_raise_cleanly(name, bad):
         lambda: _core.pack_uvarints(["1"]),
         lambda: _core.unpack_uvarints("text", 1),
         lambda: _core.unpack_entries(b"\x01\x01", 2**62),
-        lambda: _core.unpack_event_id(b"short"),
+        lambda: _records.unpack_event_id(b"short"),
         lambda: _core.single(-1, 0, 0),
         lambda: _core.single(0, 0, U64 + 1),
     ],

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roomstate import _core, _write
+from roomstate import _core, _names, _records
+from roomstate._parse import parse_common
 from roomstate._core import ENTRY_DTYPE
 
 E = ENTRY_DTYPE
@@ -226,12 +227,12 @@ U64 = st.integers(0, 2**64 - 1)
 @given(U64, st.lists(U64, min_size=8, max_size=8), st.lists(U64, max_size=20), st.binary(max_size=50))
 def test_event_records_round_trip(nid, head, prevs, tail):
     flags, membership, room, type_, skey, depth, before, after = head
-    raw = _write.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
-    *fields, off = _core.unpack_record(raw, nid)
+    raw = _records.pack_record(nid, flags, membership, room, type_, skey, depth, before, after, tuple(prevs), tail)
+    *fields, off = _records.unpack_record(raw, nid)
     assert fields == [flags, membership, room, type_, skey, depth, before, after, tuple(prevs)]
     assert raw[off:] == tail
     with pytest.raises(ValueError):
-        _core.unpack_record(raw[: min(off, 3)] if off > 3 else b"\x80", nid)
+        _records.unpack_record(raw[: min(off, 3)] if off > 3 else b"\x80", nid)
 
 
 @given(st.binary(min_size=32, max_size=32))
@@ -239,15 +240,15 @@ def test_event_ids_pack_to_32_bytes(raw):
     import base64
 
     eid = "$" + base64.urlsafe_b64encode(raw).decode()[:43]
-    assert _write.pack_event_id(eid) == raw
-    assert _core.unpack_event_id(raw) == eid
+    assert _records.pack_event_id(eid) == raw
+    assert _records.unpack_event_id(raw) == eid
 
 
 @given(st.text(max_size=60))
 def test_other_event_ids_are_left_alone(eid):
-    packed = _write.pack_event_id(eid)
+    packed = _records.pack_event_id(eid)
     if packed is not None:
-        assert _core.unpack_event_id(packed) == eid
+        assert _records.unpack_event_id(packed) == eid
 
 
 @given(st.lists(st.tuples(U64, st.lists(U64, max_size=3), st.text(min_size=1, max_size=50)), max_size=10))
@@ -258,7 +259,7 @@ def test_fetch_names_decodes_event_records(records_env, rows):
     with env.begin(write=True) as txn:
         for i, (nid, prevs, eid) in enumerate(rows):
             txn.put(struct.pack(">Q", i + 1), Record(1, 0, 1, 1, 1, 1, 1, 1, tuple(prevs), eid).pack(nid), db=db)
-        assert _core.fetch_names(txn, db, range(1, len(rows) + 1), records=True) == [eid for _, _, eid in rows]
+        assert _names.fetch_names(txn, db, range(1, len(rows) + 1), records=True) == [eid for _, _, eid in rows]
         txn.abort()
 
 
@@ -296,7 +297,7 @@ def test_the_fast_parse_path_agrees_with_the_full_validation(ev):
     from roomstate.errors import InvalidEventError
     from roomstate.events import _parse
 
-    fast = _core.parse_common(ev)
+    fast = parse_common(ev)
     try:
         slow = _parse(ev)
     except InvalidEventError:
@@ -313,7 +314,7 @@ def test_the_fast_parse_path_agrees_with_the_full_validation(ev):
              max_size=300),
 )
 def test_name_cache_is_a_bounded_map(limit, ops):
-    cache = _core.NameCache(limit)
+    cache = _names.NameCache(limit)
     model = {}
     for i, (op, key) in enumerate(ops):
         if op == "set":
@@ -331,7 +332,7 @@ def test_name_cache_is_a_bounded_map(limit, ops):
 
 
 def test_name_cache_rejects_what_it_cannot_hold():
-    cache = _core.NameCache(4)
+    cache = _names.NameCache(4)
     with pytest.raises(ValueError):
         cache[0] = "x"
     with pytest.raises(OverflowError):
@@ -340,7 +341,7 @@ def test_name_cache_rejects_what_it_cannot_hold():
         cache[7]
     assert cache.get(7, "d") == "d" and 0 not in cache and "7" not in cache and 2**64 not in cache
     with pytest.raises(ValueError):
-        _core.NameCache(0)
+        _names.NameCache(0)
     cache.update({1: "a", 2: "b"})
     cache.publish({3: "c"})
     assert [cache[k] for k in (1, 2, 3)] == ["a", "b", "c"] and cache.limit == 4
@@ -349,20 +350,20 @@ def test_name_cache_rejects_what_it_cannot_hold():
 @given(rows, st.sets(st.integers(1, 6)), st.sets(st.integers(1, 6)), st.sets(st.integers(0, 9)))
 def test_state_names_fills_what_the_caches_hold(rows, known_types, known_keys, known_events):
     a = arr(rows)
-    pairs, types, skeys, events = (_core.NameCache(100) for _ in range(4))
+    pairs, types, skeys, events = (_names.NameCache(100) for _ in range(4))
     for t in known_types:
         types[t] = f"t{t}"
     for k in known_keys:
         skeys[k] = f"k{k}"
     for e in known_events - {0}:
         events[e] = f"${e}"
-    keys, values, missing = _core.state_names(a, pairs, types, skeys, events)
+    keys, values, missing = _names.state_names(a, pairs, types, skeys, events)
     want_keys = [(f"t{t}", f"k{k}") if t in known_types and k in known_keys else None for t, k, _ in rows]
     want_values = [f"${e}" if e in known_events and e else None for _, _, e in rows]
     assert keys == want_keys and values == want_values
     assert missing == want_keys.count(None) + want_values.count(None)
     # key tuples are shared: a second read returns the same objects
-    again = _core.state_names(a, pairs, types, skeys, events)[0]
+    again = _names.state_names(a, pairs, types, skeys, events)[0]
     assert all(x is y for x, y in zip(again, keys) if x is not None)
 
 
@@ -375,18 +376,18 @@ def test_fetch_names_reads_names_and_event_ids(tmp_path):
         with env.begin(write=True) as txn:
             txn.put(key(1), "é".encode(), db=names)
             txn.put(key(3), "\ud800".encode("utf-8", "surrogatepass"), db=names)  # kept exact
-            txn.put(key(2), _write.Record(0, 0, 1, 1, 0, 1, 0, 0, (), "$plain:x").pack(2), db=records)
-            txn.put(key(5), _write.Record(0, 0, 1, 1, 0, 2, 0, 0, (2,), v4).pack(5), db=records)
+            txn.put(key(2), _records.Record(0, 0, 1, 1, 0, 1, 0, 0, (), "$plain:x").pack(2), db=records)
+            txn.put(key(5), _records.Record(0, 0, 1, 1, 0, 2, 0, 0, (2,), v4).pack(5), db=records)
         with env.begin(buffers=True) as txn:
-            assert _core.fetch_names(txn, names, [3, 1, 2]) == ["\ud800", "é", None]
-            assert _core.fetch_names(txn, records, [5, 2, 4], records=True) == [v4, "$plain:x", None]
-            assert _core.fetch_names(txn, names, []) == []
+            assert _names.fetch_names(txn, names, [3, 1, 2]) == ["\ud800", "é", None]
+            assert _names.fetch_names(txn, records, [5, 2, 4], records=True) == [v4, "$plain:x", None]
+            assert _names.fetch_names(txn, names, []) == []
     finally:
         env.close()
 
 
 def test_name_cache_absent_and_put_many():
-    cache = _core.NameCache(10)
+    cache = _names.NameCache(10)
     cache.put_many([5, 1, 9], ["e", "a", "i"])
     assert cache.absent([1, 2, 5, 7, 9]) == [2, 7]
     assert [cache[k] for k in (1, 5, 9)] == ["a", "e", "i"]

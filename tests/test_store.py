@@ -2,7 +2,7 @@
 import pytest
 
 import roomstate
-from roomstate import _core
+from roomstate import _names
 from roomstate import ConflictError, InvalidEventError, MissingEventError, ReadOnlyError, StoreFormatError
 from roomstate.ids import STATE_KEY
 from roomstate.format import TABLES
@@ -131,9 +131,9 @@ def test_state_strings_cold_warm_in_a_batch_and_past_the_cache_bounds(tmp_path):
         assert dict(s.state_after("$6")) == want
         assert dict(s.state_after("$6")) == want  # then from the caches
     with roomstate.open(path) as s:  # caches too small for one state: the slow path
-        s._tables.ids.pairs = _core.NameCache(1)
-        s._tables.ids.to_str[STATE_KEY] = _core.NameCache(1)
-        s._tables.events.to_str = _core.NameCache(1)
+        s._tables.ids.pairs = _names.NameCache(1)
+        s._tables.ids.to_str[STATE_KEY] = _names.NameCache(1)
+        s._tables.events.to_str = _names.NameCache(1)
         assert dict(s.state_after("$6")) == want and s.state_after("$6").to_dict() == want
     with roomstate.open(path) as s:
         with s.batch() as b:

@@ -1,4 +1,4 @@
-"""The write-path kernels (roomstate._write) against the general functions and numpy."""
+"""The write-path kernels (roomstate._write, roomstate._records) against the general functions and numpy."""
 import base64
 import hashlib
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from roomstate import _core, _write
+from roomstate import _core, _records, _write
 from roomstate._core import ENTRY_DTYPE
 
 _event_ids = st.text(max_size=200) | st.builds(
@@ -21,13 +21,13 @@ def test_event_id_key_at_blake2b_block_edges(length, size):
     """BLAKE2b works in 128-byte blocks, the last one padded: IDs around each edge."""
     for event_id in "a" * length, "é" * (length // 2) + "x" * (length % 2):
         raw = event_id.encode("utf-8")
-        assert _write.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
+        assert _records.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
 
 
 @given(_event_ids, st.integers(1, 64))
 def test_event_id_key_is_hashlib_blake2b(event_id, size):
     raw = event_id.encode("utf-8", "surrogatepass")
-    assert _write.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
+    assert _records.event_id_key(event_id, size) == hashlib.blake2b(raw, digest_size=size).digest()
 
 
 @given(st.integers(0, 2**64 - 1))
@@ -44,12 +44,12 @@ def test_a_record_packs_its_id_in_the_tail(event_id, fields, prevs):
     from roomstate.events import HASH_ID, Record
 
     nid = max(prevs, default=0) + 1
-    packed = _write.pack_event_id(event_id)
+    packed = _records.pack_event_id(event_id)
     flag, tail = (HASH_ID, packed) if packed is not None else (0, event_id.encode("utf-8", "surrogatepass"))
     flags, *rest = fields
     flags &= ~HASH_ID
     raw = Record(flags, *rest, tuple(prevs), event_id).pack(nid)
-    assert raw == _write.pack_record(nid, flags | flag, *rest, tuple(prevs), tail)
+    assert raw == _records.pack_record(nid, flags | flag, *rest, tuple(prevs), tail)
     back = Record.unpack(raw, nid)
     assert (back.flags, back.prevs, back.event_id) == (flags, tuple(prevs), event_id)
 

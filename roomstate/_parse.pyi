@@ -1,0 +1,33 @@
+"""Type stubs for the event-input fast path in ``_parse.pyx``."""
+from typing_extensions import disjoint_base
+
+MEMBERSHIPS: tuple[str, ...]
+MEMBERSHIP_CODE: dict[str, int]
+OTHER_MEMBERSHIP: int
+MAX_DEPTH: int
+MAX_PREVS: int
+
+@disjoint_base
+class ParsedEvent:
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def room_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def state_key(self) -> str | None: ...
+    @property
+    def prev_ids(self) -> list[str]: ...
+    @property
+    def depth(self) -> int | None: ...
+    @property
+    def rejected(self) -> bool: ...
+    @property
+    def membership(self) -> int: ...
+    def __init__(
+        self, event_id: str, room_id: str, type: str, state_key: str | None, prev_ids: list[str],
+        depth: int | None, rejected: bool, membership: int,
+    ) -> None: ...
+
+def parse_common(ev: object) -> ParsedEvent | None: ...
