@@ -1,3 +1,4 @@
+from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from .blocks import BLOCK_KIND as BLOCK_KIND, empty_entries as empty_entries, frozen as frozen
 from .errors import MissingEventError as MissingEventError
 from .events import MEMBERSHIP_CODE as MEMBERSHIP_CODE

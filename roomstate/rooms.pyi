@@ -1,3 +1,4 @@
+from .format import EXTREMITIES_DTYPE as EXTREMITIES_DTYPE
 from .format import META_COUNT_EVENTS as META_COUNT_EVENTS, META_COUNT_STATE as META_COUNT_STATE, U64 as U64
 from _typeshed import Incomplete
 
