@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from .errors import ReadOnlyError, RoomStateError, StorageError
+from .resolvers import resolver_of
 from .txn import ReadTx, Tx
 
 #: Events of one streamed ``add_events`` call kept for a replay after the map grows.
@@ -288,12 +289,12 @@ class Batch:
             self._t.local.tx = None
 
     def add_event(self, event, *, outlier=False, state_before=None, resolver=None):
-        resolver = self._resolver if resolver is None else self._writer.resolver_of(resolver)
+        resolver = self._resolver if resolver is None else resolver_of(resolver)
         writer = self._writer
         self._run(lambda tx: writer.add_one(tx, event, outlier, state_before, resolver))
 
     def add_events(self, events, *, resolver=None):
-        resolver = self._resolver if resolver is None else self._writer.resolver_of(resolver)
+        resolver = self._resolver if resolver is None else resolver_of(resolver)
         writer = self._writer
         events = list(events)
         return self._run(lambda tx: writer.add_all(tx, events, resolver))

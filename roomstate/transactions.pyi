@@ -1,3 +1,4 @@
+from .resolvers import resolver_of as resolver_of
 import types
 from .errors import ReadOnlyError as ReadOnlyError, RoomStateError as RoomStateError, StorageError as StorageError
 from .txn import ReadTx as ReadTx, Tx as Tx

@@ -14,7 +14,6 @@ from .blocks import empty_entries, entries_from
 from .errors import InvalidEventError, MissingEventError
 from .events import HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
 from .ids import EVENT, ROOM, STATE_KEY, TYPE
-from .resolvers import resolver_of
 from .snapshots import EMPTY_SNAPSHOT
 
 #: What :meth:`Writer.add` stored.
@@ -31,8 +30,6 @@ class Writer:
         self.rooms = tables.rooms
         self.meta = tables.meta
         self.merger = merger
-
-    resolver_of = staticmethod(resolver_of)
 
     def add_one(self, tx, ev, outlier, given, resolver):
         """Add one event and count it."""

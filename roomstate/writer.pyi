@@ -3,7 +3,6 @@ from .blocks import empty_entries as empty_entries, entries_from as entries_from
 from .errors import InvalidEventError as InvalidEventError, MissingEventError as MissingEventError
 from .events import HAS_CHILD as HAS_CHILD, IS_STATE as IS_STATE, MEMBERSHIP_MASK as MEMBERSHIP_MASK, OUTLIER as OUTLIER, REJECTED as REJECTED, Record as Record, parse as parse, parse_common as parse_common
 from .ids import EVENT as EVENT, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
-from .resolvers import resolver_of as resolver_of
 from .snapshots import EMPTY_SNAPSHOT as EMPTY_SNAPSHOT
 from _typeshed import Incomplete
 
@@ -20,7 +19,6 @@ class Writer:
     meta: Incomplete
     merger: Incomplete
     def __init__(self, tables, merger) -> None: ...
-    resolver_of: Incomplete
     def add_one(self, tx, ev, outlier, given, resolver) -> None: ...
     def add_all(self, tx, events, resolver, bar=None): ...
     def add(self, tx, ev, outlier, given, resolver): ...

@@ -202,13 +202,9 @@ class LmdbBackend:
             return self.env.begin(write=True, buffers=True)
 
     def commit(self, txn):
-        """Commit a top-level write transaction; LMDB's failures become StorageError."""
-        try:
-            txn.commit()
-        except lmdb.MapFullError:
-            raise
-        except lmdb.Error as exc:
-            raise StorageError(f"the store at {self.path!r} could not be written: {exc}") from exc
+        """Commit a top-level write transaction (its callers turn a failure into
+        StorageError through :meth:`storage_error`)."""
+        txn.commit()
 
     def storage_error(self, exc):
         """The StorageError for an LMDB failure during a write, or None for another exception."""

@@ -104,9 +104,6 @@ class MemoryTxn:
     def cursor(self, db=None):
         return _Cursor(list(self._items(db)))
 
-    def stat(self, db):
-        return {"entries": len(self._merged(db))}
-
     def commit(self):
         if self._parent is not None:
             into = self._parent._changes
