@@ -290,7 +290,7 @@ class AsyncStateStore:
         )
 
     async def add_events(self, events: Iterable[Event], *, resolver: Resolver = None, progress: bool = False) -> int:
-        """Store many events in one transaction; returns how many were given.
+        """Store many events in one transaction; returns how many were new.
 
         The iterable is consumed in the writer thread.
         """

@@ -110,7 +110,10 @@ class StateStore:
         self._tx.write(lambda tx: writer.add_one(tx, event, outlier, state_before, resolver))
 
     def add_events(self, events, *, resolver=None, progress=False):
-        """Store many events in one transaction; returns how many were given."""
+        """Store many events in one transaction; returns how many were new.
+
+        Events stored already (with the same fields) are not counted.
+        """
         resolver = self.resolver if resolver is None else resolver_of(resolver)
         # A retry after the backend grows reads the events again.
         events = Replayable(events, transactions.REPLAY_LIMIT)

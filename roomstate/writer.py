@@ -38,7 +38,7 @@ class Writer:
             self.meta.count_new(tx, 1, int(added == ADDED_STATE_EVENT))
 
     def add_all(self, tx, events, resolver, bar=None):
-        """Add events in order in ``tx``; how many there were."""
+        """Add events in order in ``tx``; how many of them were new."""
         n = n_new = n_state = 0
         add = self.add
         for ev in events:
@@ -53,7 +53,7 @@ class Writer:
             if bar is not None:
                 bar.update(1)
         self.meta.count_new(tx, n_new, n_state)
-        return n
+        return n_new
 
     def add(self, tx, ev, outlier, given, resolver):
         """Store one event; :data:`ADDED_NOTHING` when it was stored already."""

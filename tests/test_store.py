@@ -289,8 +289,18 @@ def test_same_event_again_is_a_no_op(store):
     before = dump(store)
     store.add_event(ev("$2", prevs=["$1"], sender="@b", content={"body": "other fields are ignored"}))
     store.add_event(ev("$2", prevs=["$1"], depth=2))
-    assert store.add_events([ev("$1", "m.room.create", ""), ev("$2", prevs=["$1"])]) == 2
+    assert store.add_events([ev("$1", "m.room.create", ""), ev("$2", prevs=["$1"])]) == 0
     assert dump(store) == before
+
+
+def test_add_events_counts_what_it_wrote(store):
+    store.add_event(ev("$1", "m.room.create", ""))
+    # $1 is stored already and $3 repeats itself: two of the four are new.
+    events = [ev("$1", "m.room.create", ""), ev("$2", prevs=["$1"]), ev("$3", prevs=["$2"]), ev("$3", prevs=["$2"])]
+    assert store.add_events(events) == 2
+    assert store.add_events(events) == 0
+    with store.batch() as b:
+        assert b.add_events([ev("$3", prevs=["$2"]), ev("$4", prevs=["$3"])]) == 1
 
 
 def test_unknown_prev_and_unknown_reads(store):
