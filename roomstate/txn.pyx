@@ -27,6 +27,8 @@ an event reads or writes its tables.
 
 import struct
 
+cimport cython
+
 DIRTY = frozenset(("meta", "rooms", "marks"))
 _U64 = struct.Struct(">Q")
 _MISSING = object()
@@ -35,13 +37,7 @@ _MISSING = object()
 cdef class Tx:
     """A write transaction: the LMDB transaction and the pending tables riding along."""
 
-    cdef public object txn
-    cdef public bint write
-    cdef public Tx parent
-    cdef public dict pending
-    cdef public dict undo
-    # (event ID, NID, record) of the event this transaction added last.
-    cdef public object last
+    # Attributes: txn.pxd.
 
     def __init__(self, txn, write, Tx parent=None):
         self.txn = txn
@@ -165,14 +161,11 @@ cdef class ReadThrough:
     {7: 'entries'}
     """
 
-    cdef public object cache
-    cdef readonly object table
-
     def __init__(self, cache, table):
         self.cache = cache
         self.table = table
 
-    def find(self, tx, key, /):
+    cpdef find(self, tx, key):
         """The value of ``key`` cached or pending in ``tx``; None when neither holds it."""
         cdef object v = None
         cdef object cache = self.cache
@@ -198,7 +191,7 @@ cdef class ReadThrough:
             return None
         return (<dict?>t).get(key)
 
-    def keep(self, tx, key, value, /):
+    cpdef keep(self, tx, key, value):
         """Remember a value read from LMDB (or just written): in the pending table of a
         write transaction, in the process cache otherwise.  Returns ``value``."""
         cdef object cache
