@@ -29,7 +29,10 @@ directives = {
 
 # One module per concept; their shared C declarations are the .pxd files beside
 # them (_core.pxd: the Entry struct; _records.pxd: the record flag bits;
-# _base64.pxd, _varint.pxd, _gc.pxd: inline codecs and helpers).
+# _base64.pxd, _varint.pxd, _gc.pxd: inline codecs and helpers; txn.pxd: the write
+# transaction and the read-through lookup).  events.pxd and writer.pxd augment the compiled
+# events.py and writer.py: their classes become extension types, so the add path's
+# per-event calls are C calls.
 CYTHON = [
     "_core",  # kernels over state entries, and the entry-record codecs
     "_records",  # event records, event IDs (base64url, BLAKE2b index keys)
