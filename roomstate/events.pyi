@@ -1,3 +1,4 @@
+from typing_extensions import disjoint_base
 from ._core import unpack_uvarints as unpack_uvarints
 from ._parse import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common
 from .errors import InvalidEventError as InvalidEventError, RoomStateError as RoomStateError
@@ -14,6 +15,7 @@ CHUNK: int
 
 def parse(ev: object) -> ParsedEvent: ...
 
+@disjoint_base
 class EventTable:
     db: Incomplete
     ids_db: Incomplete

@@ -1,3 +1,4 @@
+from typing import final
 from ._write import cached_nid as cached_nid
 from .blocks import empty_entries as empty_entries, entries_from as entries_from
 from .errors import InvalidEventError as InvalidEventError, MissingEventError as MissingEventError
@@ -11,6 +12,7 @@ ADDED_EVENT: Incomplete
 ADDED_STATE_EVENT: Incomplete
 TRIM_EVERY: int
 
+@final
 class Writer:
     ids: Incomplete
     events: Incomplete
