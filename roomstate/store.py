@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 
 from .errors import RoomStateError, StoreFormatError
-from .format import FORMAT_VERSION
+from .format import FORMAT_VERSION, READS
 from .merger import Merger
 from .reader import Reader
 from .resolvers import resolver_of
@@ -71,12 +71,14 @@ class StateStore:
             if self.readonly:
                 raise StoreFormatError(f"{self.path!r} is an empty, uninitialised store")
             self._tx.write(tables.initialise)
-        elif version != FORMAT_VERSION:
+        elif version not in READS:
             newer = "a newer" if version > FORMAT_VERSION else "an older"
             raise StoreFormatError(
                 f"{self.path!r} holds format version {version}, made by {newer} roomstate; "
-                f"this one reads version {FORMAT_VERSION}"
+                f"this one reads versions {', '.join(map(str, READS))}"
             )
+        elif version != FORMAT_VERSION and not self.readonly:
+            self._tx.write(tables.upgrade)
 
     # -- lifecycle -----------------------------------------------------------
     @property

@@ -1,6 +1,6 @@
 from . import transactions as transactions
 from .errors import RoomStateError as RoomStateError, StoreFormatError as StoreFormatError
-from .format import FORMAT_VERSION as FORMAT_VERSION
+from .format import FORMAT_VERSION as FORMAT_VERSION, READS as READS
 from .merger import Merger as Merger
 from .reader import Reader as Reader
 from .resolvers import Resolver, ResolverContext as ResolverContext, resolver_of as resolver_of
