@@ -200,6 +200,22 @@ class StateStore:
         """The stored depth of an event."""
         return self._reader.event_record(event_id).depth
 
+    def event(self, event_id):
+        """What the store keeps of an event: an :class:`~roomstate.EventInfo`.
+
+        Raises :class:`MissingEventError` for an event not stored (outliers are stored).
+        """
+        return self._reader.event(event_id)
+
+    def auth_chain(self, event_ids):
+        """Every auth ancestor of the given events, as a set of event IDs (the events
+        themselves left out unless one is another's ancestor).
+
+        Events stored without ``auth_events`` have no ancestors.  Raises
+        :class:`MissingEventError` when one of ``event_ids`` is not stored.
+        """
+        return self._reader.auth_chain(event_ids)
+
     def stats(self):
         """Counts and bytes per structure."""
         return self._reader.stats(self.backend)
