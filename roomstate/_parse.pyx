@@ -15,6 +15,7 @@ MEMBERSHIP_CODE = {m: i for i, m in enumerate(MEMBERSHIPS, start=1)}
 OTHER_MEMBERSHIP = 7  # a membership string outside the five the spec defines
 MAX_DEPTH = 2**63 - 1
 MAX_PREVS = 65535
+_ABSENT = object()
 MAX_AUTH = 64  # auth events of one event; the selection names at most 6 keys
 
 
@@ -115,23 +116,26 @@ def parse_common(ev):
                 if type(m) is not str:
                     return None
                 membership = MEMBERSHIP_CODE.get(m, OTHER_MEMBERSHIP)
-    sender = d.get("sender")
-    if sender is not None and type(sender) is not str:
+    # Absent fields read as _ABSENT (one dict lookup each); a present None takes the full path.
+    sender = d.get("sender", _ABSENT)
+    if sender is _ABSENT:
+        sender = None
+    elif type(sender) is not str:
         return None
-    ts = d.get("origin_server_ts")
-    if ts is not None and (type(ts) is not int or ts < 0 or ts > MAX_DEPTH):
+    ts = d.get("origin_server_ts", _ABSENT)
+    if ts is _ABSENT:
+        ts = None
+    elif type(ts) is not int or ts < 0 or ts > MAX_DEPTH:
         return None
-    auth = d.get("auth_events")
+    auth = d.get("auth_events", _ABSENT)
     cdef list auth_ids = None
-    if auth is not None:
-        if type(auth) is not list or len(auth) > MAX_AUTH:
+    if auth is not _ABSENT:
+        if type(auth) is not list or len(<list>auth) > MAX_AUTH:
             return None
         for a in <list>auth:
             if type(a) is not str or not a or a == event_id:
                 return None  # [id, hashes] pairs of room versions 1-2 take the full path
         auth_ids = list(<list>auth)
-    elif "auth_events" in d:
-        return None
     return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership,
                        sender, ts, auth_ids)
 

@@ -78,17 +78,18 @@ class Writer:
         prev_nids, prev_recs, max_depth, missing, unsettled = self.prevs(tx, eid, room, p.prev_ids)
         depth = p.depth if p.depth is not None else 1 + max_depth
         flags = (IS_STATE if is_state else 0) | (REJECTED if rejected else 0)
-        sender_nid = ts = 0
+        sender, ts, auth_ids = p.sender, p.ts, p.auth_ids
+        sender_nid = 0
         auth = ()
-        if p.sender is not None or p.ts is not None or p.auth_ids is not None:
+        if sender is not None or ts is not None or auth_ids is not None:
             flags |= HAS_AUTH
-            if p.sender is not None:
-                sender_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", p.sender) or ids.assign(
-                    tx, STATE_KEY, p.sender
+            if sender is not None:
+                sender_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", sender) or ids.assign(
+                    tx, STATE_KEY, sender
                 )
-            ts = p.ts or 0
-            if p.auth_ids:
-                auth = self.auth_events(tx, eid, room, p.auth_ids)
+            if auth_ids:
+                auth = self.auth_events(tx, eid, room, auth_ids)
+        ts = ts or 0
 
         if existing is not None:
             self.check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid, auth)
