@@ -330,11 +330,20 @@ class AsyncStateStore:
         return await self._read(StateStore.state_before, event_id, types=types)
 
     async def state_after(self, event_id: str, *, types: Types = None) -> StateMap:
-        """:meth:`roomstate.StateStore.state_after` in the reader pool: the state after an event."""
+        """:meth:`roomstate.StateStore.state_after` in the reader pool: the state after an event.
+
+        ``types`` filters as in :meth:`state_before`; raises what it raises.
+        """
         return await self._read(StateStore.state_after, event_id, types=types)
 
     async def current_state(self, room_id: str, *, types: Types = None) -> StateMap:
-        """:meth:`roomstate.StateStore.current_state` in the reader pool: the state after a room's extremities."""
+        """:meth:`roomstate.StateStore.current_state` in the reader pool: the state after a room's extremities.
+
+        ``types`` filters as in :meth:`state_before`.  Raises
+        :class:`~roomstate.MissingEventError` for an unknown room and
+        :class:`~roomstate.ConflictError` when the extremities disagree and the
+        resolver refuses.
+        """
         return await self._read(StateStore.current_state, room_id, types=types)
 
     async def forward_extremities(self, room_id: str) -> List[str]:
