@@ -26,7 +26,14 @@ from .writer import Writer
 
 
 def open(path, *, resolver=None, readonly=False, durable=True, map_size=None):  # noqa: A001
-    """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`."""
+    """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`.
+
+    ``resolver``: the default for merges (``"raise_on_conflict"``, ``"newest_event"``
+    or a callable); ``readonly``: an existing store, no writes; ``durable=False``:
+    commits not fsynced; ``map_size``: the LMDB map's initial size in bytes (it grows
+    by itself).  Raises :class:`StoreFormatError` when the path holds no roomstate
+    store it can use, :class:`StorageError` when the disk or LMDB fails.
+    """
     return StateStore(path, resolver=resolver, readonly=readonly, durable=durable, map_size=map_size)
 
 
