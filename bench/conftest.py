@@ -45,7 +45,7 @@ def open_baseline(tmp_path) -> Iterator[Callable[[str], object]]:
 # -- benchmark settings, histories, built stores and timing (bench/test_bench_*.py) ------
 #
 # Sizes come from the environment so that CI runs every figure once, small, and a full
-# run measures them at the sizes of issue 4 (see "Running the benchmarks" in README.md):
+# run measures them at the sizes of issue 4 (see "Running the benchmarks" in bench/README.md):
 #   ROOMSTATE_BENCH_SIZES         hq sizes, comma-separated (default "10000")
 #   ROOMSTATE_BENCH_BIG=1         adds 10^6 to the sizes and runs the 10^6 peak-RSS imports
 #   ROOMSTATE_BENCH_BASELINE_MAX  largest size the SQLite baselines run at (default 100000)

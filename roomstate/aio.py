@@ -197,12 +197,15 @@ class AsyncStateStore:
         return self
 
     def __await__(self) -> Generator[Any, None, "AsyncStateStore"]:
+        """``await roomstate.aio.open(path)`` opens the store and gives it back."""
         return self._open().__await__()
 
     async def __aenter__(self) -> "AsyncStateStore":
+        """Open the store (in the writer thread)."""
         return await self._open()
 
     async def __aexit__(self, *exc: object) -> None:
+        """Close the store: :meth:`aclose`."""
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -228,6 +231,7 @@ class AsyncStateStore:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`aclose` has started (or finished)."""
         return self._closed or self._closing is not None
 
     @property
@@ -286,7 +290,13 @@ class AsyncStateStore:
         state_before: Optional[Mapping[Tuple[str, str], str]] = None,
         resolver: Resolver = None,
     ) -> None:
-        """Store one event (one transaction in the writer thread)."""
+        """Store one event (one transaction in the writer thread); see :meth:`roomstate.StateStore.add_event`.
+
+        Errors come back unchanged (:class:`~roomstate.InvalidEventError`,
+        :class:`~roomstate.MissingEventError`, :class:`~roomstate.ConflictError`,
+        :class:`~roomstate.ReadOnlyError`, :class:`~roomstate.StorageError`), and a
+        failed write leaves the store as it was.
+        """
         await self._write(
             StateStore.add_event, event, outlier=outlier, state_before=state_before, resolver=resolver
         )
@@ -313,33 +323,57 @@ class AsyncStateStore:
 
     # -- reads -----------------------------------------------------------------------
     async def state_before(self, event_id: str, *, types: Types = None) -> StateMap:
+        """:meth:`roomstate.StateStore.state_before` in the reader pool: the state before an event.
+
+        ``types`` filters as there: ``(type, state_key)`` pairs, ``state_key`` None
+        for every key of the type.  Raises :class:`~roomstate.MissingEventError` for
+        an unknown event or an outlier.
+        """
         return await self._read(StateStore.state_before, event_id, types=types)
 
     async def state_after(self, event_id: str, *, types: Types = None) -> StateMap:
+        """:meth:`roomstate.StateStore.state_after` in the reader pool: the state after an event.
+
+        ``types`` filters as in :meth:`state_before`; raises what it raises.
+        """
         return await self._read(StateStore.state_after, event_id, types=types)
 
     async def current_state(self, room_id: str, *, types: Types = None) -> StateMap:
+        """:meth:`roomstate.StateStore.current_state` in the reader pool: the state after a room's extremities.
+
+        ``types`` filters as in :meth:`state_before`.  Raises
+        :class:`~roomstate.MissingEventError` for an unknown room and
+        :class:`~roomstate.ConflictError` when the extremities disagree and the
+        resolver refuses.
+        """
         return await self._read(StateStore.current_state, room_id, types=types)
 
     async def forward_extremities(self, room_id: str) -> List[str]:
+        """:meth:`roomstate.StateStore.forward_extremities` in the reader pool."""
         return await self._read(StateStore.forward_extremities, room_id)
 
     async def get_state(self, event_id: str, type: str, state_key: str, *, after: bool = False) -> Optional[str]:  # noqa: A002
+        """:meth:`roomstate.StateStore.get_state` in the reader pool: one key's event ID, or None."""
         return await self._read(StateStore.get_state, event_id, type, state_key, after=after)
 
     async def state_diff(self, event_a: str, event_b: str) -> StateDiff:
+        """:meth:`roomstate.StateStore.state_diff` in the reader pool: from the state after a to after b."""
         return await self._read(StateStore.state_diff, event_a, event_b)
 
     async def members(self, event_id: str, membership: str = "join", *, after: bool = False) -> List[str]:
+        """:meth:`roomstate.StateStore.members` in the reader pool: the users with that membership."""
         return await self._read(StateStore.members, event_id, membership, after=after)
 
     async def has_event(self, event_id: str) -> bool:
+        """:meth:`roomstate.StateStore.has_event` in the reader pool: True when the event is stored."""
         return await self._read(StateStore.has_event, event_id)
 
     async def is_outlier(self, event_id: str) -> bool:
+        """:meth:`roomstate.StateStore.is_outlier` in the reader pool: True for an event stored without its state."""
         return await self._read(StateStore.is_outlier, event_id)
 
     async def event_depth(self, event_id: str) -> int:
+        """:meth:`roomstate.StateStore.event_depth` in the reader pool: the stored depth of an event."""
         return await self._read(StateStore.event_depth, event_id)
 
     async def event(self, event_id: str) -> EventInfo:
@@ -351,6 +385,7 @@ class AsyncStateStore:
         return await self._read(StateStore.auth_chain, list(event_ids))
 
     async def stats(self) -> Dict[str, Any]:
+        """:meth:`roomstate.StateStore.stats` in the reader pool: counts and bytes per structure."""
         return await self._read(StateStore.stats)
 
     async def to_dict(self, state: StateMap) -> Dict[Tuple[str, str], str]:
@@ -389,13 +424,16 @@ class AsyncBatch:
         self._ops.append(("many", list(events), {"resolver": resolver}))
 
     def __len__(self) -> int:
+        """How many events are queued."""
         return sum(1 if kind == "one" else len(arg) for kind, arg, _ in self._ops)
 
     async def __aenter__(self) -> "AsyncBatch":
+        """Start collecting writes."""
         self._check()
         return self
 
     async def __aexit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: object) -> None:
+        """Run the queued writes in one transaction, unless the block raised."""
         self._done = True
         ops, self._ops = self._ops, []
         if exc_type is None and ops:

@@ -26,7 +26,14 @@ from .writer import Writer
 
 
 def open(path, *, resolver=None, readonly=False, durable=True, map_size=None):  # noqa: A001
-    """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`."""
+    """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`.
+
+    ``resolver``: the default for merges (``"raise_on_conflict"``, ``"newest_event"``
+    or a callable); ``readonly``: an existing store, no writes; ``durable=False``:
+    commits not fsynced; ``map_size``: the LMDB map's initial size in bytes (it grows
+    by itself).  Raises :class:`StoreFormatError` when the path holds no roomstate
+    store it can use, :class:`StorageError` when the disk or LMDB fails.
+    """
     return StateStore(path, resolver=resolver, readonly=readonly, durable=durable, map_size=map_size)
 
 
@@ -106,7 +113,19 @@ class StateStore:
 
     # -- writes ----------------------------------------------------------------
     def add_event(self, event, *, outlier=False, state_before=None, resolver=None):
-        """Store one event and the state before and after it (one transaction)."""
+        """Store one event and the state before and after it (one transaction).
+
+        ``outlier=True`` stores it without its state (its prevs may be unknown);
+        ``state_before={(type, state_key): event_id}`` gives the state before it;
+        ``resolver`` decides the keys its prevs' states disagree on (default: the
+        store's).  Adding an event stored already with the same fields does
+        nothing.
+
+        Raises :class:`InvalidEventError` (bad input, or the event stored with
+        other fields), :class:`MissingEventError` (an unknown prev event or given
+        state event), :class:`ConflictError` (the resolver refused),
+        :class:`ReadOnlyError`, :class:`StorageError`; the store is then as it was.
+        """
         resolver = self.resolver if resolver is None else resolver_of(resolver)
         writer = self._writer
         self._tx.write(lambda tx: writer.add_one(tx, event, outlier, state_before, resolver))
@@ -114,7 +133,9 @@ class StateStore:
     def add_events(self, events, *, resolver=None, progress=False):
         """Store many events in one transaction; returns how many were new.
 
-        Events stored already (with the same fields) are not counted.
+        Events stored already (with the same fields) are not counted.  Raises
+        what :meth:`add_event` raises, and then stores none of them.
+        ``progress=True`` shows a tqdm progress bar on stderr.
         """
         resolver = self.resolver if resolver is None else resolver_of(resolver)
         # A retry after the backend grows reads the events again.
@@ -161,31 +182,62 @@ class StateStore:
 
     # -- reads -----------------------------------------------------------------
     def state_before(self, event_id, *, types=None):
-        """The state before an event (a StateMap)."""
+        """The state before an event (a StateMap).
+
+        ``types`` keeps only some keys, as Synapse's ``StateFilter`` does: an
+        iterable of ``(type, state_key)`` pairs, a ``state_key`` of None meaning
+        every key of that type (``[("m.room.member", None), ("m.room.create", "")]``).
+        None keeps every key; a pair the room never had adds nothing.
+
+        Raises :class:`MissingEventError` for an unknown event or an outlier,
+        TypeError for ``types`` that are not such pairs.
+        """
         return self._reader.state_at(event_id, False, types)
 
     def state_after(self, event_id, *, types=None):
-        """The state after an event: before it, plus itself if it is an accepted state event."""
+        """The state after an event: before it, plus itself if it is an accepted state event.
+
+        ``types`` filters as in :meth:`state_before`; raises what it raises.
+        """
         return self._reader.state_at(event_id, True, types)
 
     def current_state(self, room_id, *, types=None):
-        """The merged state after all forward extremities of a room."""
+        """The merged state after all forward extremities of a room.
+
+        ``types`` filters as in :meth:`state_before`.  Raises
+        :class:`MissingEventError` for an unknown room and :class:`ConflictError`
+        when the extremities disagree and the store's resolver refuses.
+        """
         return self._reader.current_state(room_id, types, self.resolver)
 
     def forward_extremities(self, room_id):
-        """Event IDs of a room's forward extremities (events with no stored children)."""
+        """Event IDs of a room's forward extremities (events with no stored children).
+
+        Raises :class:`MissingEventError` for an unknown room.
+        """
         return self._reader.forward_extremities(room_id)
 
     def get_state(self, event_id, type, state_key, *, after=False):  # noqa: A002
-        """The event ID holding ``(type, state_key)`` at an event, or None."""
+        """The event ID holding ``(type, state_key)`` before an event (after it: ``after=True``), or None.
+
+        Raises :class:`MissingEventError` for an unknown event or an outlier.
+        """
         return self._reader.get_state(event_id, type, state_key, after)
 
     def state_diff(self, event_a, event_b):
-        """From the state after ``event_a`` to the state after ``event_b``."""
+        """From the state after ``event_a`` to the state after ``event_b`` (a StateDiff).
+
+        Raises :class:`MissingEventError` when either is unknown or an outlier.
+        """
         return self._reader.state_diff(event_a, event_b)
 
     def members(self, event_id, membership="join", *, after=False):
-        """State keys of the ``m.room.member`` entries with that membership at an event."""
+        """State keys of the ``m.room.member`` entries with that membership before an event.
+
+        ``after=True``: after it.  ``membership`` is one of join, invite, leave,
+        ban, knock (else ValueError).  Raises :class:`MissingEventError` for an
+        unknown event or an outlier.
+        """
         return self._reader.members(event_id, membership, after)
 
     def has_event(self, event_id):
@@ -193,11 +245,17 @@ class StateStore:
         return self._reader.has_event(event_id)
 
     def is_outlier(self, event_id):
-        """True when the event is stored as an outlier (its state is not known)."""
+        """True when the event is stored as an outlier (its state is not known).
+
+        Raises :class:`MissingEventError` for an unknown event.
+        """
         return self._reader.event_record(event_id).outlier
 
     def event_depth(self, event_id):
-        """The stored depth of an event."""
+        """The stored depth of an event.
+
+        Raises :class:`MissingEventError` for an unknown event.
+        """
         return self._reader.event_record(event_id).depth
 
     def event(self, event_id):
@@ -217,5 +275,5 @@ class StateStore:
         return self._reader.auth_chain(event_ids)
 
     def stats(self):
-        """Counts and bytes per structure."""
+        """Counts and bytes per structure (a dict; ``roomstate stats --json`` prints it)."""
         return self._reader.stats(self.backend)
