@@ -225,16 +225,6 @@ CASES = [
     ("banned user leaves", "1-12", base_room, lambda v: member(v, BANNED, "leave"),
      member_rule("leave", "1")),
     ("moderator kicks a user", "1-12", base_room, lambda v: member(v, USER, "leave", sender=MOD), ALLOWED),
-    ("user kicks a moderator", "1-12", base_room, lambda v: member(v, MOD, "leave", sender=USER),
-     member_rule("leave", "5")),
-    ("moderator kicks a moderator of the same level", "1-12", base_room,
-     lambda v: member(v, MOD2, "leave", sender=MOD),
-     member_rule("leave", "5")),
-    ("moderator kicks the creator", "1-12", base_room, lambda v: member(v, CREATOR, "leave", sender=MOD),
-     member_rule("leave", "5")),
-    ("user who left kicks", "1-12", lambda v: base_room(v, levels=_levels(v, kick=0)),
-     lambda v: member(v, USER, "leave", sender=LEFT),
-     member_rule("leave", "2")),
     ("moderator unbans", "1-12", base_room, lambda v: member(v, BANNED, "leave", sender=MOD), ALLOWED),
     ("moderator below the ban level unbans", "1-12", lambda v: base_room(v, levels=_levels(v, ban=75)),
      lambda v: member(v, BANNED, "leave", sender=MOD),
@@ -242,13 +232,6 @@ CASES = [
     # -- member: ban --------------------------------------------------------------------
     ("moderator bans a user", "1-12", base_room, lambda v: member(v, USER, "ban", sender=MOD), ALLOWED),
     ("moderator bans a non-member", "1-12", base_room, lambda v: member(v, NEW, "ban", sender=MOD), ALLOWED),
-    ("user bans", "1-12", base_room, lambda v: member(v, MOD, "ban", sender=USER),
-     member_rule("ban", "3")),
-    ("moderator bans the creator", "1-12", base_room, lambda v: member(v, CREATOR, "ban", sender=MOD),
-     member_rule("ban", "3")),
-    ("user who left bans", "1-12", lambda v: base_room(v, levels=_levels(v, ban=0)),
-     lambda v: member(v, USER, "ban", sender=LEFT),
-     member_rule("ban", "1")),
     # -- member: knock ------------------------------------------------------------------
     ("knock on a knock room", "1-12", lambda v: base_room(v, rule="knock"), lambda v: member(v, NEW, "knock"),
      expect(v1_5="5.6", v6="4.6")),
@@ -384,6 +367,20 @@ CASES = [
     ("custom state at state_default", "1-12", base_room,
      lambda v: event(v, "org.example.state", MOD, {"x": 1}, state_key="k"), ALLOWED),
 ]
+
+
+# Kick and ban take the same checks (leave .2 / .4 / .5, ban .1 / .2 / .3).
+for _m, (_not_joined, _refused), _level in (("leave", ("2", "5"), "kick"), ("ban", ("1", "3"), "ban")):
+    CASES += [
+        (f"{_m}: user removes a moderator", "1-12", base_room,
+         lambda v, m=_m: member(v, MOD, m, sender=USER), member_rule(_m, _refused)),
+        (f"{_m}: moderator removes a moderator of the same level", "1-12", base_room,
+         lambda v, m=_m: member(v, MOD2, m, sender=MOD), member_rule(_m, _refused)),
+        (f"{_m}: moderator removes the creator", "1-12", base_room,
+         lambda v, m=_m: member(v, CREATOR, m, sender=MOD), member_rule(_m, _refused)),
+        (f"{_m}: user who left removes", "1-12", lambda v, lv=_level: base_room(v, levels=_levels(v, **{lv: 0})),
+         lambda v, m=_m: member(v, USER, m, sender=LEFT), member_rule(_m, _not_joined)),
+    ]
 
 
 def _params():

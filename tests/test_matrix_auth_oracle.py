@@ -13,6 +13,7 @@ oracle verifies signatures; roomstate leaves that to the caller, so no badly sig
 invite is generated).
 """
 import asyncio
+import collections
 import os
 import warnings
 
@@ -263,6 +264,7 @@ def _spec_departure(room, pdu):
 
 
 SEEN = {"dependent": 0, "independent": 0, "rejected": 0, "departures": 0}
+RULES = collections.Counter()  # the rules that rejected, by check()
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -276,6 +278,7 @@ def test_check_matches_synapse(data):
     theirs = _synapse_verdict(lambda: check_state_dependent_auth_rules(room.synapse[pdu["event_id"]], state_events))
     SEEN["dependent"] += 1
     SEEN["rejected"] += ours is not None
+    RULES[f"v{room.v} " + (ours or "allowed").partition(":")[0]] += 1
     if (theirs is None) != (ours is None) and _spec_departure(room, pdu):
         SEEN["departures"] += 1
         assert ours is None and "unfederatable" in theirs, (ours, theirs)
@@ -373,4 +376,4 @@ def test_examples_were_checked():
     """Run last in the module: say how many generated examples met the oracle."""
     if SEEN["dependent"] == 0:
         pytest.skip("the Hypothesis tests did not run")
-    print(f"\nchecked against Synapse: {SEEN}")
+    print(f"\nchecked against Synapse: {SEEN}; rules met: {len(RULES)}")

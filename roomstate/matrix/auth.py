@@ -504,10 +504,7 @@ def _check_member(event, auth_state, rv: RoomVersion, n: _Numbers, create) -> Op
         sender_level = power_level_of(sender, auth_state, rv)
         if target_membership == "ban" and sender_level < named_level("ban", auth_state, rv):  # .3
             return _reject(f"{lv}.3", "the sender's power level is below the ban level (unban)")
-        if (
-            sender_level >= named_level("kick", auth_state, rv)
-            and power_level_of(target, auth_state, rv) < sender_level
-        ):  # .4
+        if _may_remove(sender_level, target, "kick", auth_state, rv):  # .4
             return None
         return _reject(f"{lv}.5", "the sender may not kick the target")
 
@@ -515,11 +512,7 @@ def _check_member(event, auth_state, rv: RoomVersion, n: _Numbers, create) -> Op
         b = f"{m}.{n.ban}"
         if sender_membership != "join":  # .1
             return _reject(f"{b}.1", "the sender is not joined to the room")
-        sender_level = power_level_of(sender, auth_state, rv)
-        if (
-            sender_level >= named_level("ban", auth_state, rv)
-            and power_level_of(target, auth_state, rv) < sender_level
-        ):  # .2
+        if _may_remove(power_level_of(sender, auth_state, rv), target, "ban", auth_state, rv):  # .2
             return None
         return _reject(f"{b}.3", "the sender may not ban the target")
 
@@ -534,6 +527,15 @@ def _check_member(event, auth_state, rv: RoomVersion, n: _Numbers, create) -> Op
         return _reject(f"{k}.4", f"the sender may not knock from membership {sender_membership!r}")
 
     return _reject(f"{m}.{n.unknown_membership}", f"unknown membership {membership!r}")
+
+
+def _may_remove(sender_level, target, level_name, auth_state, rv) -> bool:
+    """Kick and ban (leave .4, ban .2): the sender's level is at least the *kick* or *ban
+    level*, and the target's is below the sender's."""
+    return (
+        sender_level >= named_level(level_name, auth_state, rv)
+        and power_level_of(target, auth_state, rv) < sender_level
+    )
 
 
 def _check_third_party_invite(event, content, auth_state, r: str, target_membership) -> Optional[str]:
