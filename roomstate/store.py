@@ -198,6 +198,15 @@ class StateStore:
         """The stored depth of an event."""
         return self._reader.event_record(event_id).depth
 
+    def rooms(self):
+        """The IDs of the rooms the store holds events of, sorted."""
+        return self._reader.room_ids()
+
+    def room_counts(self):
+        """``{room_id: (events, state_events)}`` for every room: one pass over the stored
+        events (outliers included), so it takes time in proportion to the store."""
+        return self._reader.room_counts()
+
     def stats(self):
         """Counts and bytes per structure."""
         return self._reader.stats(self.backend)
