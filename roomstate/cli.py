@@ -67,9 +67,11 @@ def _open_input(path: str) -> Iterator[IO[bytes]]:
     except OSError as exc:
         raise CommandError(f"roomstate: cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
     try:
-        yield inputs.decompressed(raw)
-    except OSError as exc:  # the first bytes could not be read
-        raise CommandError(f"roomstate: cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        try:
+            stream = inputs.decompressed(raw)
+        except OSError as exc:  # the first bytes could not be read
+            raise CommandError(f"roomstate: cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        yield stream
     finally:
         if path != "-":
             raw.close()
