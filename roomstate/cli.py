@@ -99,13 +99,14 @@ def _plural(n: int, word: str, plural: Optional[str] = None) -> str:
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
-# Where an event was read: the file's name, the line, and its index in a top-level array.
-Place = Tuple[str, int, Optional[int]]
+# Where an event was read: the file's name, the line, and which value of the line it is
+# in the shapes that put several on one line (see roomstate.inputs.read_values).
+Place = Tuple[str, int, Optional[str]]
 
 
 def _where(place: Place) -> str:
-    name, line, index = place
-    return f"{name}:{line}" if index is None else f"{name}:{line}: array element {index}"
+    name, line, which = place
+    return f"{name}:{line}" if which is None else f"{name}:{line}: {which}"
 
 
 def _prev_ids(ev: Dict[str, Any]) -> List[str]:
@@ -119,7 +120,8 @@ class Waiting:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
-        self._by_prev: Dict[str, List[Tuple[Place, Dict[str, Any]]]] = {}
+        self._by_prev: Dict[str, List[Tuple[int, Place, Dict[str, Any]]]] = {}
+        self._held = 0  # events held so far: the order they are reported in
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -128,7 +130,8 @@ class Waiting:
         """Hold ``ev`` until ``prev_id`` is stored; False when ``limit`` events wait already."""
         if self.count >= self.limit:
             return False
-        self._by_prev.setdefault(prev_id, []).append((place, ev))
+        self._by_prev.setdefault(prev_id, []).append((self._held, place, ev))
+        self._held += 1
         self.count += 1
         return True
 
@@ -138,11 +141,12 @@ class Waiting:
         if not ready:
             return []
         self.count -= len(ready)
-        return ready
+        return [(place, ev) for _, place, ev in ready]
 
     def left(self) -> List[Tuple[Place, Dict[str, Any]]]:
-        """The events still held, in the order they were read."""
-        return sorted((held for waiting in self._by_prev.values() for held in waiting), key=lambda h: h[0])
+        """The events still held, in the order they were first held."""
+        return [(place, ev) for _, place, ev in sorted(
+            (held for waiting in self._by_prev.values() for held in waiting), key=lambda held: held[0])]
 
 
 class Importer:
@@ -183,12 +187,12 @@ class Importer:
         self._lines_reported = 0
         with _open_input(path) as f:
             try:
-                for line, index, ev in inputs.read_values(f):
+                for line, which, ev in inputs.read_values(f):
                     if type(ev) is not dict:
                         reason = ev.reason if type(ev) is inputs.Bad else f"not a JSON object but {_json_type(ev)}"
-                        self._bad_value((name, line, index), reason, places, events)
+                        self._bad_value((name, line, which), reason, places, events)
                         continue
-                    places.append((name, line, index))
+                    places.append((name, line, which))
                     events.append(ev)
                     if len(events) >= self.batch_size:
                         self._store_batch(places, events)

@@ -6,10 +6,10 @@ file's name.  Memory stays bounded whatever the shape: JSON lines are read one l
 time; the other shapes are decoded value by value from a window over the stream, never
 ``json.load``-ed whole.
 
-:func:`read_values` yields ``(line, index, value)``: the line where a value starts, its
-index in a top-level array (``None`` in the other shapes), and the decoded value, or a
-:class:`Bad` that says why a line is not JSON (JSON lines only: the next line starts
-afresh).  A fault that ends the stream (a truncated gzip file, an I/O error, broken JSON
+:func:`read_values` yields ``(line, which, value)``: the line where a value starts; which
+value it is where a line may hold several (``"array element 3"``, ``"object 3"``,
+counted from 0; ``None`` for JSON lines); and the decoded value, or a :class:`Bad` that
+says why a line is not JSON (JSON lines only: the next line starts afresh).  A fault that ends the stream (a truncated gzip file, an I/O error, broken JSON
 in a shape without line boundaries) raises :class:`InputError` naming the line.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Bad:
         self.reason = reason
 
 
-Item = Tuple[int, Optional[int], Any]
+Item = Tuple[int, Optional[str], Any]
 
 
 class _Rejoined(io.RawIOBase):
@@ -175,9 +175,11 @@ class _Window:
     # -- the shapes ----------------------------------------------------------------
     def objects(self) -> Iterator[Item]:
         """Values one after another, separated by nothing or by whitespace."""
+        index = 0
         while self._skip_ws():
             line = self.line
-            yield line, None, self._value()
+            yield line, f"object {index}", self._value()
+            index += 1
 
     def array(self) -> Iterator[Item]:
         """The elements of one top-level array."""
@@ -191,7 +193,7 @@ class _Window:
                 if not self._skip_ws():
                     raise InputError(self.line, "the array is not closed (the input ends inside it)")
                 line = self.line
-                yield line, index, self._value()
+                yield line, f"array element {index}", self._value()
                 index += 1
                 after = self._skip_ws()
                 if after == ",":

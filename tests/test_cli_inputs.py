@@ -149,6 +149,7 @@ def test_the_streamed_shapes_read_a_window_not_the_whole_file():
     values = inputs.read_values(f)
     first = [next(values) for _ in range(3)]
     assert [v[2] for v in first] == events[:3] and [v[0] for v in first] == [1, 1, 1]
+    assert [v[1] for v in first] == ["object 0", "object 1", "object 2"]
     assert f.tell() <= 2 * inputs.CHUNK  # a window, not a json.load of 8+ MB
     rest = list(values)
     assert len(rest) == len(events) - 3 and rest[-1][2] == events[-1]
@@ -156,9 +157,9 @@ def test_the_streamed_shapes_read_a_window_not_the_whole_file():
     array = io.BytesIO(_array_pretty(events).encode())
     values = inputs.read_values(array)
     line, index, value = next(values)
-    assert (line, index, value) == (2, 0, events[0]) and array.tell() <= 2 * inputs.CHUNK
+    assert (line, index, value) == (2, "array element 0", events[0]) and array.tell() <= 2 * inputs.CHUNK
     *_, (line, index, value) = values
-    assert index == len(events) - 1 and value == events[-1]
+    assert index == f"array element {len(events) - 1}" and value == events[-1]
 
 
 # -- order ------------------------------------------------------------------------------
@@ -213,3 +214,19 @@ def test_events_whose_prevs_never_arrive_are_reported_with_them(tmp_path, histor
     ]
     assert ", 2 events never stored: prev events missing)" in proc.stdout
     assert stats_of(tmp_path / "store")["events"] == N
+
+
+def test_events_never_stored_on_one_line_are_told_apart_by_their_index(tmp_path, history):
+    room = history[0]["room_id"]
+    lost = [{"event_id": f"$lost{i}", "room_id": room, "type": "m.room.message", "prev_events": [f"$gone{i}"],
+             "content": {}} for i in range(3)]
+    path = tmp_path / "export"
+    path.write_text(_concatenated(history[:50] + lost[:2] + history[50:60] + lost[2:]))
+    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event")
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"{path}:1: object 50: '$lost0' not stored: prev event(s) '$gone0' never arrived",
+        f"{path}:1: object 51: '$lost1' not stored: prev event(s) '$gone1' never arrived",
+        f"{path}:1: object 62: '$lost2' not stored: prev event(s) '$gone2' never arrived",
+    ]
+    assert stats_of(tmp_path / "store")["events"] == 60
