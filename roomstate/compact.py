@@ -30,7 +30,7 @@ import lmdb
 
 import roomstate
 
-from .errors import RoomStateError, StorageError
+from .errors import RoomStateError, StorageError, StoreFormatError
 from .storage.lmdb import _SharedEnv
 
 DATA, LOCK = "data.mdb", "lock.mdb"
@@ -64,6 +64,8 @@ def compact_to(path, to):
 def compact_in_place(path):
     """Replace the store's data file at ``path`` by a compacted copy, when no other process
     (and nothing else in this one) has it open; returns the data file's bytes ``(before, after)``."""
+    if not os.path.isfile(os.path.join(path, DATA)):
+        raise StoreFormatError(f"no roomstate store at {os.fspath(path)!r}")
     if os.path.realpath(path) in _SharedEnv.registry:
         raise RoomStateError(f"the store at {path!r} is open in this process: close it before compacting it in place")
     with roomstate.open(path) as store:

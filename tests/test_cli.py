@@ -232,7 +232,10 @@ def test_unknown_event_or_room(db, args, message):
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("command", [("stats",), ("state", "$x"), ("current", "!r"), ("members", "$x")])
+@pytest.mark.parametrize(
+    "command", [("stats",), ("state", "$x"), ("current", "!r"), ("members", "$x"), ("rooms",), ("compact",),
+                ("compact", "--to", "copy")],
+)
 def test_missing_db_is_an_error_not_a_new_store(tmp_path, command):
     missing = tmp_path / "no-such-store"
     proc = run(command[0], "--db", missing, *command[1:])

@@ -293,6 +293,33 @@ def test_compact_in_place_is_refused_while_another_process_has_the_store_open(tm
     assert os.stat(db / "data.mdb").st_ino != inode
 
 
+def test_a_process_opening_the_store_during_an_in_place_compaction_waits_then_fails_cleanly(
+        monkeypatch, tmp_path, store, hq_path):
+    from roomstate import compact
+
+    db = _copy_of(store, tmp_path, "db")
+    expected = _answers(db, hq_path)
+    real_copy = compact._copy
+    waiters = []
+
+    def copy_then_let_a_reader_in(source, to):
+        real_copy(source, to)
+        waiters.append(subprocess.Popen([sys.executable, "-m", "roomstate", "stats", "--db", str(db), "--json"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV))
+        time.sleep(1.0)
+        assert waiters[0].poll() is None  # LMDB's open waits on the lock compact holds
+
+    monkeypatch.setattr(compact, "_copy", copy_then_let_a_reader_in)
+    compact.compact_in_place(str(db))
+    with waiters[0] as waiter:
+        out, err = waiter.communicate(timeout=60)
+    # It opened the old lock file before the swap: refused, rather than reading the
+    # new data file through the old file's reader table.
+    assert waiter.returncode == 1 and out == ""
+    assert err.startswith(f"roomstate: cannot open the store at '{db}'") and err.count("\n") == 1, err
+    assert _answers(db, hq_path) == expected
+
+
 # -- output ------------------------------------------------------------------------------------
 
 
