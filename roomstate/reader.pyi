@@ -1,9 +1,10 @@
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
+from ._records import IS_STATE as IS_STATE, PLACEHOLDER as PLACEHOLDER
 from .blocks import BLOCK_KIND as BLOCK_KIND, empty_entries as empty_entries, frozen as frozen
-from .errors import MissingEventError as MissingEventError
+from .errors import MissingEventError as MissingEventError, RoomStateError as RoomStateError
 from .events import MEMBERSHIP_CODE as MEMBERSHIP_CODE
 from .format import STATE_TABLES as STATE_TABLES
-from .ids import EVENT as EVENT, MEMBER_TYPE_NID as MEMBER_TYPE_NID, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
+from .ids import EVENT as EVENT, MEMBER_TYPE_NID as MEMBER_TYPE_NID, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE, decode as decode
 from .snapshots import SNAPSHOT_KIND as SNAPSHOT_KIND
 from .statemap import StateDiff as StateDiff, StateMap as StateMap
 from _typeshed import Incomplete
