@@ -73,6 +73,7 @@ def test_every_roomstate_error_is_one_line(monkeypatch, capsys, tmp_path, error,
     def fail(*args, **kwargs):
         raise error
 
+    roomstate.open(tmp_path / "x").close()  # a store there: the error comes from opening it
     monkeypatch.setattr(roomstate, "open", fail)
     assert cli.main([command[0], "--db", str(tmp_path / "x"), *command[1:]]) == status
     out, err = capsys.readouterr()
