@@ -346,7 +346,8 @@ def run_import(
     total: Optional[int] = None
     if progress:
         counts = [_count_lines(p) for p in paths]
-        total = None if None in counts else sum(c for c in counts if c is not None)
+        # No total for stdin, gzip, or a file of values on one line (its line count is 0).
+        total = None if None in counts else sum(c for c in counts if c is not None) or None
     bar = _progress_bar(total, progress)
 
     def report(message: str) -> None:
