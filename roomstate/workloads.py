@@ -208,18 +208,20 @@ class _State:
     ``claims`` (shared by the fork's branches) says which branch owns which user.
     """
 
-    __slots__ = ("claims", "entries", "parent", "prevs")
+    __slots__ = ("claims", "entries", "get", "parent", "prevs")
 
     def __init__(self, parent: _State | None = None, claims: dict | None = None) -> None:
         self.entries: dict[str, _Entry] = {}
         self.parent = parent
         self.claims = claims
         self.prevs: list[_Ref] = parent.prevs if parent is not None else []
+        # get(key) -> _Entry | None; a plain dict lookup outside forks (the hot path)
+        self.get = self.entries.get if parent is None else self._get_overlaid
 
-    def get(self, key: str) -> _Entry | None:
+    def _get_overlaid(self, key: str) -> _Entry | None:
         e = self.entries.get(key)
-        if e is None and self.parent is not None:
-            return self.parent.entries.get(key)
+        if e is None:
+            return self.parent.entries.get(key)  # type: ignore[union-attr]
         return e
 
     def put(self, key: str, entry: _Entry) -> None:
@@ -287,6 +289,7 @@ class _Room:
         self.mix = mix
         self.v = version
         self.pairs = version.event_format == 1
+        self.url_safe_ids = version.event_format == 3
         self.room_id = room_id or ""  # v12: set from the create event's ID
         self.state = _State()
         self.users: list[str] = []  # everyone who ever had a membership, for choice()
@@ -311,10 +314,9 @@ class _Room:
 
     def _new_id(self, sender: str) -> str:
         raw = self.rng.getrandbits(256).to_bytes(32, "big")
-        fmt = self.v.event_format
-        if fmt == 3:
+        if self.url_safe_ids:
             return "$" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-        if fmt == 2:
+        if self.v.event_format == 2:
             return "$" + base64.b64encode(raw).rstrip(b"=").decode("ascii")
         return "$" + base64.urlsafe_b64encode(raw[:14]).decode("ascii")[:18] + ":" + sender.split(":", 1)[1]
 
@@ -378,11 +380,14 @@ class _Room:
         """An event on ``st``'s branch (prev events: ``st.prevs``), applied to ``st``
         unless it is a marked rejection."""
         self.made += 1
-        self.ts += 1 + self.rng.randrange(2000)
+        self.ts += 1 + int(2000 * self.rng.random())
         sender = sender or self.creator
         prevs = st.prevs
         eid = self._new_id(sender)
-        depth = 1 + max((d for _, d in prevs), default=0)
+        if len(prevs) == 1:
+            depth = prevs[0][1] + 1
+        else:
+            depth = 1 + max((d for _, d in prevs), default=0)
         membership = content.get("membership") if etype == MEMBER else None
         ev: Event = {"event_id": eid, "room_id": self.room_id, "type": etype}
         if etype == CREATE:
@@ -460,12 +465,13 @@ class _Room:
     def joined(self, ctx: _State, min_level: int = 0, *, claim: bool = False) -> tuple[str, _State]:
         """A joined user with at least ``min_level`` (free on ``ctx``'s branch when
         ``claim``), and the view they act in; the creator when a few draws find none."""
-        rng, users = self.rng, self.users
+        random, users, n = self.rng.random, self.users, len(self.users)
         for _ in range(8):
-            user = rng.choice(users)
+            user = users[int(n * random())]
             st = ctx.at(user)
             e = st.get(user)
-            if (e is not None and e[2] == "join" and self.level(st, user) >= min_level
+            if (e is not None and e[2] == "join"
+                    and (min_level <= 0 or self.level(st, user) >= min_level)
                     and (not claim or user == self.creator or st.free(user))):
                 return user, st
         return self.creator, ctx.at(self.creator)
@@ -662,7 +668,12 @@ class _Room:
     # -- the DAG -----------------------------------------------------------------------
 
     def staff_joins(self) -> list[Any]:
-        return [lambda st, u=u: self.member(st, u, "join", u) for u in self.staff]
+        """Makers of the staff's joins (invited by the creator unless the room is public)."""
+        joins = [lambda st, u=u: self.member(st, u, "join", u) for u in self.staff]
+        if self.mix.join_rule == "public":
+            return joins
+        invites = [lambda st, u=u: self.member(st, u, "invite", self.creator) for u in self.staff]
+        return [m for pair in zip(invites, joins, strict=True) for m in pair]
 
     def history(self, n_events: int) -> Iterator[Event]:
         """``n_events`` events: the preamble, the staff joining, then a mostly linear DAG
