@@ -90,7 +90,7 @@ import random
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from .matrix.versions import VERSIONS, RoomVersion
 
@@ -203,6 +203,19 @@ class _Power:
 
     def needed(self, etype: str, is_state: bool) -> int:
         return self.events.get(etype, self.state_default if is_state else self.events_default)
+
+
+class _View(Protocol):
+    """What drawing an event reads and writes: the state one branch (or one server) sees."""
+
+    @property
+    def claims(self) -> dict | None: ...
+    @property
+    def prevs(self) -> list[_Ref]: ...
+    def get(self, key: str) -> _Entry | None: ...
+    def put(self, key: str, entry: _Entry) -> None: ...
+    def at(self, user: str) -> _View: ...
+    def free(self, user: str) -> bool: ...
 
 
 class _State:
@@ -330,7 +343,7 @@ class _Room:
         return [[i, {"sha256": base64.b64encode(hashlib.sha256(i.encode()).digest()).rstrip(b"=").decode()}]
                 for i in ids]
 
-    def level(self, st: _State, user: str) -> int:
+    def level(self, st: _View, user: str) -> int:
         if user == self.creator and self.v.privileged_creators:
             return _UNLIMITED
         pl = st.get(_PL)
@@ -339,12 +352,12 @@ class _Room:
         p = pl[2]
         return p.users.get(user, p.users_default)
 
-    def membership(self, st: _State, user: str) -> str | None:
+    def membership(self, st: _View, user: str) -> str | None:
         e = st.get(user)
         return e[2] if e is not None else None
 
     def auth_ids(
-        self, st: _State, etype: str, sender: str, state_key: str | None, membership: str | None
+        self, st: _View, etype: str, sender: str, state_key: str | None, membership: str | None
     ) -> list[str]:
         """The auth events selection (server-server API, "Auth events selection") from
         ``st``: create (not in v12), power levels, the sender's member event; for
@@ -373,7 +386,7 @@ class _Room:
 
     def make(
         self,
-        st: _State,
+        st: _View,
         etype: str,
         content: dict[str, Any],
         *,
@@ -422,7 +435,7 @@ class _Room:
                 st.put(_JR, (eid, depth, content["join_rule"]))
         return ev
 
-    def member(self, st: _State, user: str, membership: str, sender: str, **content: Any) -> Event:
+    def member(self, st: _View, user: str, membership: str, sender: str, **content: Any) -> Event:
         if user not in self.listed:
             self.listed.add(user)
             self.known.add(user)
@@ -466,7 +479,7 @@ class _Room:
 
     # -- who may act -------------------------------------------------------------------
 
-    def joined(self, ctx: _State, min_level: int = 0, *, claim: bool = False) -> tuple[str, _State]:
+    def joined(self, ctx: _View, min_level: int = 0, *, claim: bool = False) -> tuple[str, _View]:
         """A joined user with at least ``min_level`` (free on ``ctx``'s branch when
         ``claim``), and the view they act in; the creator when a few draws find none."""
         random, users, n = self.rng.random, self.users, len(self.users)
@@ -480,7 +493,7 @@ class _Room:
                 return user, st
         return self.creator, ctx.at(self.creator)
 
-    def actor(self, ctx: _State, need: int, target: str | None = None) -> tuple[str, _State] | None:
+    def actor(self, ctx: _View, need: int, target: str | None = None) -> tuple[str, _View] | None:
         """A joined staff member (or the creator) with ``need`` and more power than
         ``target``, and their view; None when nobody has the power."""
         rng, staff = self.rng, self.staff
@@ -502,7 +515,7 @@ class _Room:
         cap = self.mix.max_members
         return cap is None or len(self.users) < cap
 
-    def newcomer(self, st: _State) -> Event:
+    def newcomer(self, st: _View) -> Event:
         user = self._fresh_user()
         st.free(user)
         rule = st.get(_JR)[2]  # type: ignore[index]
@@ -512,14 +525,14 @@ class _Room:
             return self.member(st, user, "join", user, displayname=user[1:].split(":")[0])
         return self.invite(st, user) or self.message(st)
 
-    def invite(self, st: _State, user: str) -> Event | None:
+    def invite(self, st: _View, user: str) -> Event | None:
         pl = st.get(_PL)[2]  # type: ignore[index]
         by = self.joined(st, claim=True) if pl.invite == 0 else self.actor(st, pl.invite)
         if by is None:
             return None
         return self.member(by[1], user, "invite", by[0])
 
-    def moderate(self, st: _State, user: str, membership: str) -> Event | None:
+    def moderate(self, st: _View, user: str, membership: str) -> Event | None:
         """A kick (``leave``), ban or unban of ``user`` by someone with the power."""
         pl = st.get(_PL)[2]  # type: ignore[index]
         need = pl.kick if membership == "leave" else pl.ban
@@ -530,7 +543,7 @@ class _Room:
             return None
         return self.member(by[1], user, membership, by[0])
 
-    def membership_event(self, st: _State) -> Event:
+    def membership_event(self, st: _View) -> Event:
         rng, mix = self.rng, self.mix
         growing = self._can_grow()
         filling = growing and mix.max_members is not None
@@ -575,7 +588,7 @@ class _Room:
             return self.invite(st, user) or self.message(st)
         return self.moderate(st, user, "ban") or self.message(st)
 
-    def power_levels(self, st: _State) -> Event:
+    def power_levels(self, st: _View) -> Event:
         """An admin promotes a member to moderator (60%) or demotes a moderator."""
         rng = self.rng
         by = self.actor(st, 100) or (self.creator, st.at(self.creator))
@@ -592,7 +605,7 @@ class _Room:
                     self.staff.append(user)
         return self.make(by[1], POWER_LEVELS, dict(pl.content, users=users), state_key="", sender=by[0])
 
-    def other_state(self, st: _State) -> Event:
+    def other_state(self, st: _View) -> Event:
         etype = self.rng.choices(_OTHER_TYPES, cum_weights=_OTHER_CUM_WEIGHTS)[0]
         pl = st.get(_PL)[2]  # type: ignore[index]
         by = self.actor(st, pl.needed(etype, True))
@@ -615,12 +628,12 @@ class _Room:
             content = {"topic": f"topic {n}"}
         return self.make(by[1], etype, content, state_key="", sender=by[0])
 
-    def message(self, st: _State) -> Event:
+    def message(self, st: _View) -> Event:
         user, view = self.joined(st)
         return self.make(view, "m.room.message", {"msgtype": "m.text", "body": f"message {self.made}"},
                          sender=user)
 
-    def rejection(self, ctx: _State) -> Event | None:
+    def rejection(self, ctx: _View) -> Event | None:
         """An event that fails the authorization rules, marked: a member without power
         changing the power levels, a banned user rejoining, a message from a user who left.
         None when a few draws find no one to send it."""
@@ -647,7 +660,7 @@ class _Room:
                 kind = 0
         return None
 
-    def random_event(self, st: _State, *, linear: bool = True) -> Event:
+    def random_event(self, st: _View, *, linear: bool = True) -> Event:
         rng, mix = self.rng, self.mix
         if rng.random() < mix.reject_rate:
             ev = self.rejection(st)
@@ -907,7 +920,7 @@ class _Server:
         self.busy = busy
         self.index = index
         self.cutoff = busy.t - busy.lags[index]  # it has seen the events before this seq
-        self.claims = None
+        self.claims: dict | None = None
         self._front: list[tuple] | None = None
 
     def get(self, key: str) -> _Entry | None:
