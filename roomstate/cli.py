@@ -1,40 +1,45 @@
-"""The ``roomstate`` command line: import JSON-lines room histories, read state back, demo.
+"""The ``roomstate`` command line: import room histories, read state back, compact, demo.
 
 Exit status: 0 on success; 1 when the store cannot answer (unknown event or room, no
-store at ``--db``, a conflict the resolver refused while merging the current state);
-2 for bad input (a bad line, a conflict met while importing, an unreadable file, bad
-arguments); 130 when interrupted.  Errors are one line on stderr, never a traceback.
+store at ``--db``, a conflict the resolver refused while merging the current state, a
+store in use elsewhere that ``compact`` would replace); 2 for bad input (a bad line, a
+conflict met while importing, an unreadable file, bad arguments) and for failures of the
+OS or of LMDB (permissions, a path that cannot hold a store, a full disk); 3 when
+``import --skip-invalid`` skipped lines; 4 when ``import`` left events unstored because
+their prev events never arrived; 130 when interrupted.  Errors are one line on stderr,
+never a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import gzip
 import json
 import os
 import sys
 import tempfile
 import time
-import zlib
+from collections import deque
 from contextlib import contextmanager
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import lmdb
 
 import roomstate
 
-from .errors import ConflictError, RoomStateError
+from . import inputs
+from .errors import ConflictError, MissingEventError, RoomStateError, StorageError
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEFAULT_BATCH = 10_000
+DEFAULT_MAX_HELD = 100_000
 DEFAULT_DEMO_EVENTS = 200_000
+DB_ENV = "ROOMSTATE_DB"
 RESOLVERS = ("raise_on_conflict", "newest_event")
 MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 
 # What the engine raises for an event it will not store.  ValueError and TypeError
 # cover bad input that reaches past validation (InvalidEventError is a ValueError).
 _EVENT_ERRORS = (RoomStateError, ValueError, TypeError)
-_READ_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class CommandError(Exception):
@@ -54,64 +59,103 @@ def _hint(exc: BaseException) -> str:
 # -- import ------------------------------------------------------------------------------
 
 
-class _ReadError(Exception):
-    """The file could not be read at a line (a truncated gzip stream, an I/O error)."""
-
-
 @contextmanager
 def _open_input(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
-        yield sys.stdin.buffer
-        return
+    """The bytes of a file (or stdin for ``-``), decompressed when they are gzip's."""
     try:
-        f: IO[bytes] = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb", buffering=1 << 20)
+        raw: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb", buffering=1 << 20)
     except OSError as exc:
         raise CommandError(f"roomstate: cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
-    with f:
-        yield f
-
-
-def _numbered(f: IO[bytes]) -> Iterator[Tuple[int, bytes]]:
-    """Lines with their numbers; a read error (truncated gzip, I/O) names the line."""
-    lineno = 0
     try:
-        for lineno, line in enumerate(f, 1):
-            yield lineno, line
-    except _READ_ERRORS as exc:
-        raise _ReadError(f"{lineno + 1}: cannot read: {exc}") from None
+        try:
+            stream = inputs.decompressed(raw)
+        except OSError as exc:  # the first bytes could not be read
+            raise CommandError(f"roomstate: cannot read {path}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        yield stream
+    finally:
+        if path != "-":
+            raw.close()
 
 
 def _count_lines(path: str) -> Optional[int]:
     """Lines of a plain file, for the progress bar's total (a fast pass in C)."""
-    if path == "-" or path.endswith(".gz"):
+    if path == "-":
         return None
     try:
+        if inputs.is_gzip(path):
+            return None
         with open(path, "rb") as f:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     except OSError:
         return None
 
 
-def _json_error(line: bytes) -> str:
-    """Why a line is not JSON, with the column (the line's own, not the file's)."""
-    try:
-        json.loads(line.rstrip(b"\r\n").decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8: byte {exc.start + 1} is {line[exc.start]:#04x}"
-    except json.JSONDecodeError as exc:
-        return f"not valid JSON: {exc.msg} at column {exc.colno}"
-    return "not valid JSON"  # only if the first parse failed for a reason this one does not see
-
-
 def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
-class Importer:
-    """Reads JSON-lines files into a store, committing one transaction per batch.
+def _plural(n: int, word: str, plural: Optional[str] = None) -> str:
+    """``1 event``, ``2 events``, ``10,000 events``."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
-    Re-running an import is safe at any point: events stored already with the same
-    fields are no-ops, so a killed or failed import resumes where it stopped.
+
+# Where an event was read: the file's name, the line, and which value of the line it is
+# in the shapes that put several on one line (see roomstate.inputs.read_values).
+Place = Tuple[str, int, Optional[str]]
+
+
+def _where(place: Place) -> str:
+    name, line, which = place
+    return f"{name}:{line}" if which is None else f"{name}:{line}: {which}"
+
+
+def _prev_ids(ev: Dict[str, Any]) -> List[str]:
+    prevs = ev.get("prev_events") or []
+    return [p[0] if isinstance(p, (list, tuple)) and p else p for p in prevs if isinstance(p, (str, list, tuple))]
+
+
+class Waiting:
+    """Events held until a prev event arrives, by the ID of the prev they wait for."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._by_prev: Dict[str, List[Tuple[int, Place, Dict[str, Any]]]] = {}
+        self._held = 0  # events held so far: the order they are reported in
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def hold(self, prev_id: str, place: Place, ev: Dict[str, Any]) -> bool:
+        """Hold ``ev`` until ``prev_id`` is stored; False when ``limit`` events wait already."""
+        if self.count >= self.limit:
+            return False
+        self._by_prev.setdefault(prev_id, []).append((self._held, place, ev))
+        self._held += 1
+        self.count += 1
+        return True
+
+    def release(self, event_id: Any) -> List[Tuple[Place, Dict[str, Any]]]:
+        """The events that waited for ``event_id``, no longer held."""
+        ready = self._by_prev.pop(event_id, None) if type(event_id) is str else None
+        if not ready:
+            return []
+        self.count -= len(ready)
+        return [(place, ev) for _, place, ev in ready]
+
+    def left(self) -> List[Tuple[Place, Dict[str, Any]]]:
+        """The events still held, in the order they were first held."""
+        return [(place, ev) for _, place, ev in sorted(
+            (held for waiting in self._by_prev.values() for held in waiting), key=lambda held: held[0])]
+
+
+class Importer:
+    """Reads room histories into a store, committing one transaction per batch.
+
+    Events come in the order of the input; one whose prev events are neither stored nor
+    read yet is held (at most ``max_held`` of them) and stored once they are.  Re-running
+    an import is safe at any point: events stored already with the same fields are
+    no-ops, so a killed or failed import resumes where it stopped.
     """
 
     def __init__(
@@ -120,6 +164,7 @@ class Importer:
         *,
         batch_size: int = DEFAULT_BATCH,
         skip_invalid: bool = False,
+        max_held: int = DEFAULT_MAX_HELD,
         on_skip: Optional[Callable[[str], None]] = None,
         on_progress: Optional[Callable[[int], None]] = None,
     ) -> None:
@@ -128,90 +173,129 @@ class Importer:
         self.skip_invalid = skip_invalid
         self.on_skip = on_skip or (lambda message: print(message, file=sys.stderr))
         self.on_progress = on_progress
+        self.waiting = Waiting(max_held)
         self.events = 0  # events stored (or found stored already)
+        self.new = 0  # of those, the ones this import wrote
         self.state_events = 0
         self.skipped = 0
         self._lines_reported = 0
 
     def import_file(self, path: str) -> None:
         name = "<stdin>" if path == "-" else path
-        loads = json.loads
-        linenos: List[int] = []
+        places: List[Place] = []
         events: List[Dict[str, Any]] = []
         self._lines_reported = 0
         with _open_input(path) as f:
             try:
-                for lineno, line in _numbered(f):
-                    try:
-                        ev = loads(line)
-                    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-                        if not line.strip():
-                            continue
-                        self._bad_line(name, lineno, _json_error(line), linenos, events)
-                        continue
+                for line, which, ev in inputs.read_values(f):
                     if type(ev) is not dict:
-                        self._bad_line(name, lineno, f"not a JSON object but {_json_type(ev)}", linenos, events)
+                        reason = ev.reason if type(ev) is inputs.Bad else f"not a JSON object but {_json_type(ev)}"
+                        self._bad_value((name, line, which), reason, places, events)
                         continue
-                    linenos.append(lineno)
+                    places.append((name, line, which))
                     events.append(ev)
                     if len(events) >= self.batch_size:
-                        self._store_batch(name, linenos, events)
-                        linenos, events = [], []
-            except _ReadError as exc:
-                self._store_batch(name, linenos, events)
+                        self._store_batch(places, events)
+                        places, events = [], []
+            except inputs.InputError as exc:
+                self._store_batch(places, events)
                 raise CommandError(f"{name}:{exc}", EXIT_BAD_INPUT) from None
-            self._store_batch(name, linenos, events)
+            self._store_batch(places, events)
 
-    def _bad_line(self, name: str, lineno: int, reason: str, linenos: List[int], events: List[Dict[str, Any]]) -> None:
+    def _bad_value(self, place: Place, reason: str, places: List[Place], events: List[Dict[str, Any]]) -> None:
         if self.skip_invalid:
-            self.skipped += 1
-            self.on_skip(f"{name}:{lineno}: {reason} (skipped)")
+            self._skip(place, reason)
             return
         # Everything before the bad line is kept.
-        self._store_batch(name, linenos, events)
-        linenos.clear()
+        self._store_batch(places, events)
+        places.clear()
         events.clear()
-        raise CommandError(f"{name}:{lineno}: {reason}", EXIT_BAD_INPUT)
+        raise CommandError(f"{_where(place)}: {reason}", EXIT_BAD_INPUT)
 
-    def _store_batch(self, name: str, linenos: List[int], events: List[Dict[str, Any]]) -> None:
+    def _skip(self, place: Place, reason: str) -> None:
+        self.skipped += 1
+        self.on_skip(f"{_where(place)}: {reason} (skipped)")
+
+    def _store_batch(self, places: List[Place], events: List[Dict[str, Any]]) -> None:
         if not events:
             return
         try:
-            self.store.add_events(events)
+            new = self.store.add_events(events)
+        except StorageError:
+            raise
         except _EVENT_ERRORS:
-            # The batch was rolled back as a whole; find the bad line event by event.
-            self._store_one_by_one(name, linenos, events)
+            # The batch was rolled back as a whole; store it event by event, holding
+            # the events whose prevs are still to come.
+            self._store_each(zip(places, events))
         else:
+            self.new += new
             self._count(events)
-        self._progress(linenos[-1])
+            if self.waiting:
+                ready = [held for ev in events for held in self.waiting.release(ev.get("event_id"))]
+                if ready:
+                    self._store_each(ready)
+        self._progress(places[-1][1])
 
-    def _store_one_by_one(self, name: str, linenos: List[int], events: List[Dict[str, Any]]) -> None:
-        failure: Optional[str] = None
-        stored: List[Dict[str, Any]] = []
-        # One transaction still, each event atomic inside it: a bad one leaves no trace.
+    def _store_each(self, pending: Iterable[Tuple[Place, Dict[str, Any]]]) -> None:
+        """Store events one by one in one transaction, each atomic on its own: a bad one
+        leaves no trace.  Stops at the first bad event (committing the others) unless
+        skipping; an event stored releases the events that waited for it."""
         with self.store.batch() as b:
-            for lineno, ev in zip(linenos, events):
-                try:
-                    b.add_event(ev)
-                except _EVENT_ERRORS as exc:
-                    if not self.skip_invalid:
-                        failure = f"{name}:{lineno}: {_hint(exc)}"
-                        break
-                    self.skipped += 1
-                    self.on_skip(f"{name}:{lineno}: {_hint(exc)} (skipped)")
-                else:
-                    stored.append(ev)
-        self._count(stored)
+            failure = self._store_in(b, deque(pending))
         if failure is not None:
             raise CommandError(failure, EXIT_BAD_INPUT)
 
-    def _count(self, events: List[Dict[str, Any]]) -> None:
+    def _store_in(self, b: Any, queue: "deque[Tuple[Place, Dict[str, Any]]]") -> Optional[str]:
+        failure: Optional[str] = None
+        while queue:
+            place, ev = queue.popleft()
+            try:
+                new = b.add_events([ev])
+            except MissingEventError as exc:
+                if exc.event_id is None or self.store.has_event(exc.event_id):
+                    failure = self._refused(place, exc)
+                elif not self.waiting.hold(exc.event_id, place, ev):
+                    failure = (
+                        f"{_where(place)}: more than {_plural(self.waiting.limit, 'event')} wait for prev events "
+                        f"not read yet (--max-held {self.waiting.limit}); put the file in order, oldest first, "
+                        "or raise --max-held"
+                    )
+            except StorageError:
+                raise
+            except _EVENT_ERRORS as exc:
+                failure = self._refused(place, exc)
+            else:
+                self.new += new
+                self._count((ev,))
+                if self.waiting:
+                    queue.extend(self.waiting.release(ev["event_id"]))
+            if failure is not None:
+                break
+        return failure
+
+    def _refused(self, place: Place, exc: BaseException) -> Optional[str]:
+        """The failure message for an event the store refused, or None when skipping it."""
+        if not self.skip_invalid:
+            return f"{_where(place)}: {_hint(exc)}"
+        self._skip(place, _hint(exc))
+        return None
+
+    def never_stored(self) -> List[str]:
+        """One line per event still held at the end: where it was read and the prevs it lacks."""
+        lines = []
+        for place, ev in self.waiting.left():
+            missing = [p for p in _prev_ids(ev) if not self.store.has_event(p)]
+            shown = ", ".join(repr(p) for p in missing)
+            lines.append(f"{_where(place)}: {ev.get('event_id')!r} not stored: prev event(s) {shown} never arrived")
+        return lines
+
+    def _count(self, events: Sequence[Dict[str, Any]]) -> None:
         self.events += len(events)
         self.state_events += sum("state_key" in ev for ev in events)
 
     def _progress(self, lineno: int) -> None:
         if self.on_progress is not None:
-            self.on_progress(lineno - self._lines_reported)
+            self.on_progress(max(0, lineno - self._lines_reported))
         self._lines_reported = lineno
 
 
@@ -254,18 +338,19 @@ def run_import(
     *,
     batch_size: int = DEFAULT_BATCH,
     skip_invalid: bool = False,
+    max_held: int = DEFAULT_MAX_HELD,
     progress: bool = False,
     out: Optional[IO[str]] = None,
 ) -> Importer:
     """Import ``paths`` into ``store`` and print the summary line on ``out`` (stdout)."""
-    before = store.stats()["events"]
     total: Optional[int] = None
     if progress:
         counts = [_count_lines(p) for p in paths]
-        total = None if None in counts else sum(c for c in counts if c is not None)
+        # No total for stdin, gzip, or a file of values on one line (its line count is 0).
+        total = None if None in counts else sum(c for c in counts if c is not None) or None
     bar = _progress_bar(total, progress)
 
-    def report_skip(message: str) -> None:
+    def report(message: str) -> None:
         if bar is not None:
             bar.write(message, file=sys.stderr)  # above the bar, not through it
         else:
@@ -275,7 +360,8 @@ def run_import(
         store,
         batch_size=batch_size,
         skip_invalid=skip_invalid,
-        on_skip=report_skip,
+        max_held=max_held,
+        on_skip=report,
         on_progress=bar.update if bar is not None else None,
     )
     start = time.perf_counter()
@@ -283,9 +369,12 @@ def run_import(
         with _few_gc_passes():
             for path in paths:
                 importer.import_file(path)
+        never_stored = importer.never_stored()
+        for message in never_stored:
+            report(message)
     except KeyboardInterrupt:
         raise CommandError(
-            f"roomstate: interrupted after {importer.events} events; the same command resumes the import",
+            f"roomstate: interrupted after {_plural(importer.events, 'event')}; the same command resumes the import",
             EXIT_INTERRUPTED,
         ) from None
     finally:
@@ -293,13 +382,17 @@ def run_import(
             bar.close()
     seconds = time.perf_counter() - start
     stats = store.stats()
-    new = stats["events"] - before
-    skipped = f", {importer.skipped} invalid lines skipped" if skip_invalid else ""
+    extra = ""
+    if skip_invalid:
+        extra += f", {_plural(importer.skipped, 'invalid line')} skipped"
+    if never_stored:
+        extra += f", {_plural(len(never_stored), 'event')} never stored: prev events missing"
     rate = importer.events / seconds if seconds > 0 else 0.0
     print(
-        f"imported {importer.events} events ({new} new, {importer.state_events} state events{skipped}) "
-        f"in {seconds:.2f} s, {rate:,.0f} events/s; store: {stats['events']} events, "
-        f"{stats['snapshots']} snapshots, {_size(stats['file_bytes'])} on disk",
+        f"imported {_plural(importer.events, 'event')} ({importer.new:,} new, "
+        f"{_plural(importer.state_events, 'state event')}{extra}) in {seconds:.2f} s, {rate:,.0f} events/s; "
+        f"store: {_plural(stats['events'], 'event')}, {_plural(stats['snapshots'], 'snapshot')}, "
+        f"{_size(stats['file_bytes'])} on disk",
         file=out or sys.stdout,
     )
     return importer
@@ -311,36 +404,62 @@ def cmd_import(args: argparse.Namespace) -> int:
             why = "not a file" if os.path.exists(path) else "no such file"
             raise CommandError(f"roomstate: cannot read {path}: {why}", EXIT_BAD_INPUT)
     progress = not args.quiet and sys.stderr.isatty()
-    with _open_store(args.db, resolver=args.resolver, create=True) as store:
-        run_import(store, args.files, batch_size=args.batch, skip_invalid=args.skip_invalid, progress=progress)
+    with _open_store(args.db, resolver=args.resolver, create=True, durable=not args.no_sync) as store:
+        importer = run_import(
+            store, args.files, batch_size=args.batch, skip_invalid=args.skip_invalid,
+            max_held=args.max_held, progress=progress,
+        )
+    if importer.waiting:
+        return EXIT_INCOMPLETE
+    if importer.skipped:
+        return EXIT_SKIPPED
     return EXIT_OK
 
 
 # -- reads -------------------------------------------------------------------------------
 
 
+def _failure(exc: RoomStateError) -> CommandError:
+    """The one line and the exit status for an error of the engine."""
+    status = EXIT_BAD_INPUT if isinstance(exc, StorageError) else EXIT_ERROR
+    return CommandError(f"roomstate: {_hint(exc)}", status)
+
+
 @contextmanager
-def _open_store(db: str, *, resolver: Optional[str] = None, create: bool = False) -> Iterator["roomstate.StateStore"]:
+def _open_store(
+    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True
+) -> Iterator["roomstate.StateStore"]:
     try:
-        store = roomstate.open(db, resolver=resolver, readonly=not create)
+        store = roomstate.open(db, resolver=resolver, readonly=not create, durable=durable)
     except RoomStateError as exc:
-        raise CommandError(f"roomstate: {exc}") from None
+        raise _failure(exc) from None
     with store:
         try:
             yield store
         except RoomStateError as exc:
-            raise CommandError(f"roomstate: {_hint(exc)}") from None
+            raise _failure(exc) from None
 
 
 def _entries(mapping: Any) -> List[Dict[str, str]]:
     return [{"type": t, "state_key": k, "event_id": e} for (t, k), e in sorted(mapping.items())]
 
 
+def _dumps(value: Any, **options: Any) -> str:
+    """JSON as UTF-8 text, not \\u escapes; escaped only where a string is not valid
+    Unicode (a lone surrogate, which the store keeps as given)."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, **options)
+    return text
+
+
 def _json_list(items: Sequence[Any], indent: str = "") -> str:
     """A JSON array with one compact item per line: readable, and greppable."""
     if not items:
         return "[]"
-    inner = ",\n".join(f"{indent}  {json.dumps(item)}" for item in items)
+    inner = ",\n".join(f"{indent}  {_dumps(item)}" for item in items)
     return f"[\n{inner}\n{indent}]"
 
 
@@ -423,7 +542,39 @@ def _stats_text(stats: Dict[str, Any]) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open_store(args.db) as store:
         stats = store.stats()
-    print(json.dumps(stats, indent=2) if args.json else _stats_text(stats))
+    print(_dumps(stats, indent=2) if args.json else _stats_text(stats))
+    return EXIT_OK
+
+
+def cmd_rooms(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        counts = store.room_counts()
+        rooms = [{"room_id": r, "events": counts.get(r, (0, 0))[0], "state_events": counts.get(r, (0, 0))[1]}
+                 for r in store.rooms()]
+    if args.json:
+        print(_json_list(rooms))
+    elif rooms:
+        width = max(len("room"), *(len(r["room_id"]) for r in rooms))
+        print(f"{'room':<{width}}  {'events':>12}  {'state events':>12}")
+        for r in rooms:
+            print(f"{r['room_id']:<{width}}  {r['events']:>12,}  {r['state_events']:>12,}")
+    return EXIT_OK
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from . import compact
+
+    try:
+        if args.to is None:
+            before, after = compact.compact_in_place(args.db)
+            where = "in place"
+        else:
+            before, after = compact.compact_to(args.db, args.to)
+            where = f"into {args.to}"
+    except RoomStateError as exc:
+        raise _failure(exc) from None
+    saved = f", {(before - after) / before:.0%} smaller" if before else ""
+    print(f"compacted {args.db} {where}: {before:,} bytes before, {after:,} after{saved}")
     return EXIT_OK
 
 
@@ -533,71 +684,148 @@ def _natural(text: str) -> int:
     return value
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roomstate",
         description="Store the state of Matrix rooms compactly in LMDB and answer state questions.",
+        epilog=_examples(
+            "roomstate import room.jsonl --db room.db --resolver newest_event",
+            "roomstate --db room.db rooms",
+            f"{DB_ENV}=room.db roomstate current '!room:example.org'",
+        ) + f"\n\nThe store is --db PATH, given before or after the command, or ${DB_ENV}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"roomstate {roomstate.__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"roomstate {roomstate.__version__}")
+    parser.add_argument("--db", dest="global_db", metavar="PATH", help=f"the store directory (default: ${DB_ENV})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str, *examples: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func, parser=p)
         return p
 
-    def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", required=True, metavar="PATH", help="the store directory")
+    def db(p: argparse.ArgumentParser, help: str = "the store directory") -> None:
+        p.add_argument("--db", metavar="PATH", help=f"{help} (default: the --db before the command, or ${DB_ENV})")
 
     def type_filter(p: argparse.ArgumentParser) -> None:
         p.add_argument("--type", metavar="T", help="only this event type")
         p.add_argument("--state-key", metavar="K", help="only this state key (with --type)")
 
-    p = command("import", cmd_import, "import JSON-lines room histories (one event per line)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="a .jsonl file, a .jsonl.gz file, or - for stdin")
-    p.add_argument("--db", required=True, metavar="PATH", help="the store directory (created when missing)")
+    p = command(
+        "import", cmd_import,
+        "import room histories: JSON lines, a JSON array of events, or JSON objects one after another",
+        "roomstate import room.jsonl --db room.db --resolver newest_event",
+        "cat export.json.gz | roomstate import - --db room.db --no-sync   # gzip is detected, any name",
+        "roomstate import messy.jsonl --db room.db --skip-invalid; echo $?   # 3 when lines were skipped",
+    )
+    p.epilog += (
+        "\n\nexit status: 0 done; 2 bad input or a failure of the OS or LMDB; 3 lines skipped with\n"
+        "--skip-invalid; 4 events not stored because their prev events never arrived; 130 interrupted"
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="a file (gzip-compressed or not), or - for stdin")
+    db(p, "the store directory, created when missing")
     p.add_argument("--resolver", choices=RESOLVERS, default="raise_on_conflict",
                    help="how conflicted state keys are merged at forks (default: raise_on_conflict)")
     p.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                    help=f"events per write transaction (default: {DEFAULT_BATCH:,})")
-    p.add_argument("--skip-invalid", action="store_true", help="report bad lines on stderr and go on")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help=f"report bad lines on stderr and go on; exit status {EXIT_SKIPPED} when any were skipped")
+    p.add_argument("--max-held", type=_natural, default=DEFAULT_MAX_HELD, metavar="N",
+                   help="events held in memory while their prev events have not arrived, at most "
+                        f"(default: {DEFAULT_MAX_HELD:,}; 0: the input must be in order)")
+    p.add_argument("--no-sync", action="store_true",
+                   help="no fsync at commits (the store's durable=False): faster; a crash of the "
+                        "machine, not of the process, may lose the last commits, or damage the store on a "
+                        "file system that does not keep the order of writes")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    p = command("state", cmd_state, "the state before (or after) an event, as JSON")
+    p = command("state", cmd_state, "the state before (or after) an event, as JSON",
+                "roomstate state --db room.db '$hello'",
+                "roomstate state --db room.db '$hello' --after --type m.room.member",
+                "roomstate state --db room.db '$hello' --type m.room.topic --state-key ''")
     db(p)
     p.add_argument("event_id", metavar="EVENT_ID")
     p.add_argument("--after", action="store_true", help="the state after the event, not before")
     type_filter(p)
 
-    p = command("current", cmd_current, "the current state of a room, as JSON")
+    p = command("current", cmd_current, "the current state of a room, as JSON",
+                "roomstate current --db room.db '!room:example.org'",
+                "roomstate current --db room.db '!room:example.org' --resolver newest_event --type m.room.member")
     db(p)
     p.add_argument("room_id", metavar="ROOM_ID")
     p.add_argument("--resolver", choices=RESOLVERS, default="raise_on_conflict",
                    help="how the states of several forward extremities merge (default: raise_on_conflict)")
     type_filter(p)
 
-    p = command("diff", cmd_diff, "the change from the state after EVENT_A to the state after EVENT_B")
+    p = command("diff", cmd_diff, "the change from the state after EVENT_A to the state after EVENT_B",
+                "roomstate diff --db room.db '$alice' '$alice_leaves'")
     db(p)
     p.add_argument("event_a", metavar="EVENT_A")
     p.add_argument("event_b", metavar="EVENT_B")
 
-    p = command("members", cmd_members, "the members of a room at an event, as a JSON list of user IDs")
+    p = command("members", cmd_members, "the members of a room at an event, as a JSON list of user IDs",
+                "roomstate members --db room.db '$alice_leaves'",
+                "roomstate members --db room.db '$alice_leaves' --after --membership leave")
     db(p)
     p.add_argument("event_id", metavar="EVENT_ID")
     p.add_argument("--membership", choices=MEMBERSHIPS, default="join", help="(default: join)")
     p.add_argument("--after", action="store_true", help="after the event, not before")
 
-    p = command("stats", cmd_stats, "counts and bytes per structure")
+    p = command("rooms", cmd_rooms, "the rooms of a store, with their counts of events and of state events",
+                "roomstate rooms --db room.db",
+                "roomstate rooms --db room.db --json")
     db(p)
     p.add_argument("--json", action="store_true", help="as JSON")
 
-    p = command("demo", cmd_demo, "generate an HQ-shaped room history, import it, and answer a few questions")
-    p.add_argument("--db", metavar="PATH", help="keep the store here (default: a temporary directory)")
+    p = command("stats", cmd_stats, "counts and bytes per structure",
+                "roomstate stats --db room.db",
+                "roomstate stats --db room.db --json")
+    db(p)
+    p.add_argument("--json", action="store_true", help="as JSON")
+
+    p = command(
+        "compact", cmd_compact,
+        "rewrite a store without its free pages (LMDB's compacting copy)",
+        "roomstate compact --db room.db --to room-compact.db   # a copy; safe while others read and write",
+        "roomstate compact --db room.db                        # in place; needs the store to itself",
+    )
+    db(p)
+    p.add_argument("--to", metavar="PATH",
+                   help="write the compacted copy to this new directory and leave the store as it is; without it, "
+                        "the store is replaced in place, which is refused while another process has it open")
+
+    p = command("demo", cmd_demo, "generate an HQ-shaped room history, import it, and answer a few questions",
+                "roomstate demo",
+                "roomstate demo --events 20000 --db demo.db && roomstate rooms --db demo.db")
+    p.add_argument("--db", metavar="PATH",
+                   help=f"keep the store here (default: a temporary directory; ${DB_ENV} is not used)")
     p.add_argument("--events", type=_natural, default=DEFAULT_DEMO_EVENTS, metavar="N",
                    help=f"events to generate (default: {DEFAULT_DEMO_EVENTS:,})")
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
+
+
+def _resolve_db(args: argparse.Namespace) -> None:
+    """``--db`` after the command wins over ``--db`` before it, which wins over $ROOMSTATE_DB
+    (except for ``demo``, whose default is a temporary store)."""
+    db = args.db or args.global_db
+    if db is None and args.command != "demo":
+        db = os.environ.get(DB_ENV) or None
+        if db is None:
+            args.parser.error(f"--db is required (before or after the command, or ${DB_ENV})")
+    args.db = db
+
+
+def _utf8_stdout() -> None:
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if encoding != "utf8" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -608,7 +836,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     if getattr(args, "state_key", None) is not None and args.type is None:
-        parser.error("--state-key needs --type")
+        args.parser.error("--state-key needs --type")
+    _resolve_db(args)
+    _utf8_stdout()
     try:
         return args.func(args)
     except CommandError as exc:
@@ -617,11 +847,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("roomstate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except lmdb.Error as exc:  # disk full, permissions, a damaged file
-        print(f"roomstate: LMDB: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except RoomStateError as exc:
+        return _report(_failure(exc))
+    except lmdb.Error as exc:  # disk full, a damaged file
+        return _report(CommandError(f"roomstate: LMDB: {exc}", EXIT_BAD_INPUT))
     except BrokenPipeError:
         # The reader went away (`roomstate state ... | head`): not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:  # permissions, a full disk, a path that cannot be a directory
+        where = f" {exc.filename}" if exc.filename else ""
+        return _report(CommandError(f"roomstate:{where}: {exc.strerror or exc}", EXIT_BAD_INPUT))
+
+
+def _report(error: CommandError) -> int:
+    print(error, file=sys.stderr)
+    return error.status

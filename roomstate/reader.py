@@ -10,11 +10,12 @@ import numpy as np
 from . import _core, _names
 from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
-from .errors import MissingEventError
+from ._records import IS_STATE, PLACEHOLDER
+from .errors import MissingEventError, RoomStateError
 from .eventinfo import EventInfo
 from .events import HAS_AUTH, MEMBERSHIP_CODE, MEMBERSHIPS
 from .format import STATE_TABLES
-from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE
+from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, decode
 from .blocks import BLOCK_KIND
 from .snapshots import SNAPSHOT_KIND
 from .statemap import StateDiff, StateMap
@@ -238,6 +239,32 @@ class Reader:
                 "bytes_per_state_event": in_use / state_events if state_events else 0.0,
                 "state_bytes_per_state_event": state_bytes / state_events if state_events else 0.0,
             }
+
+    def room_ids(self):
+        with self.reading() as tx:
+            with tx.txn.cursor(db=self.ids.names_db[ROOM]) as cur:
+                return sorted(decode(value) for _, value in cur)
+
+    def room_counts(self):
+        """``{room_id: (events, state events)}`` in one pass over the event records,
+        counted as ``stats()`` counts them (outliers included, placeholders not)."""
+        counts = {}
+        with self.reading() as tx:
+            if tx.write:
+                raise RoomStateError("room_counts() counts committed events: call it outside a batch")
+            with tx.txn.cursor(db=self.events.db) as cur:
+                for _, raw in cur:
+                    (flags, _, room), _ = _core.unpack_uvarints(raw, 3)
+                    if flags & PLACEHOLDER:
+                        continue
+                    n = counts.get(room)
+                    if n is None:
+                        n = counts[room] = [0, 0]
+                    n[0] += 1
+                    if flags & IS_STATE:
+                        n[1] += 1
+            names = self.ids.names(tx, ROOM, list(counts))
+        return {name: tuple(n) for name, n in zip(names, counts.values())}
 
     def _block_entries(self, tx):
         total = 0

@@ -274,6 +274,15 @@ class StateStore:
         """
         return self._reader.auth_chain(event_ids)
 
+    def rooms(self):
+        """The IDs of the rooms the store holds events of, sorted."""
+        return self._reader.room_ids()
+
+    def room_counts(self):
+        """``{room_id: (events, state_events)}`` for every room: one pass over the stored
+        events (outliers included), so it takes time in proportion to the store."""
+        return self._reader.room_counts()
+
     def stats(self):
         """Counts and bytes per structure (a dict; ``roomstate stats --json`` prints it)."""
         return self._reader.stats(self.backend)

@@ -136,8 +136,8 @@ def db(hq_file, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
     assert re.fullmatch(
-        rf"imported {N_EVENTS} events \({N_EVENTS} new, \d+ state events\) in [\d.]+ s, [\d,]+ events/s; "
-        rf"store: {N_EVENTS} events, \d+ snapshots, [\d.]+ [KMG]?B on disk\n",
+        rf"imported {N_EVENTS:,} events \({N_EVENTS:,} new, [\d,]+ state events\) in [\d.]+ s, [\d,]+ events/s; "
+        rf"store: {N_EVENTS:,} events, [\d,]+ snapshots, [\d.]+ [KMG]?B on disk\n",
         proc.stdout,
     ), proc.stdout
     return db
@@ -232,7 +232,10 @@ def test_unknown_event_or_room(db, args, message):
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("command", [("stats",), ("state", "$x"), ("current", "!r"), ("members", "$x")])
+@pytest.mark.parametrize(
+    "command", [("stats",), ("state", "$x"), ("current", "!r"), ("members", "$x"), ("rooms",), ("compact",),
+                ("compact", "--to", "copy")],
+)
 def test_missing_db_is_an_error_not_a_new_store(tmp_path, command):
     missing = tmp_path / "no-such-store"
     proc = run(command[0], "--db", missing, *command[1:])
@@ -259,8 +262,8 @@ BAD_LINE = 250
         ('{"event_id": "$broken", ', "not valid JSON"),
         ('["a", "list"]', "not a JSON object but an array"),
         ('{"event_id": "$bad", "room_id": "!hq0:example.org"}', "invalid type"),
-        ('{"event_id": "$bad", "room_id": "!hq0:example.org", "type": "m.room.message", "prev_events": ["$ghost"]}',
-         "prev event '$ghost'"),
+        ('{"event_id": "$bad", "room_id": "!hq0:example.org", "type": "m.room.message", "prev_events": "$ghost"}',
+         "invalid prev_events"),
     ],
 )
 def test_bad_line_stops_keeps_what_came_before_and_resumes_after_the_fix(tmp_path, bad, reason):
@@ -311,24 +314,32 @@ def test_skip_invalid(tmp_path):
     events = list(workloads.hq(500, seed=6))
     lines = as_lines(events)
     lines.insert(9, "not json at all")
-    lines.insert(299, json.dumps({"event_id": "$orphan", "room_id": events[0]["room_id"],
-                                  "type": "m.room.message", "prev_events": ["$ghost"]}))
+    lines.insert(299, json.dumps({"event_id": "$listless", "room_id": events[0]["room_id"],
+                                  "type": "m.room.message", "prev_events": "$ghost"}))
     lines.insert(399, "")  # blank lines are not events, nor errors
     path = write_lines(tmp_path / "room.jsonl", lines)
     with path.open("ab") as f:
         f.write(b'{"event_id": "\xff"}\n')  # not UTF-8
     db = tmp_path / "store"
     proc = run("import", path, "--db", db, "--resolver", "newest_event", "--skip-invalid", "--batch", "64")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # its own status: lines were skipped
     assert "Traceback" not in proc.stderr
     reported = proc.stderr.splitlines()
     assert reported == [
         f"{path}:10: not valid JSON: Expecting value at column 1 (skipped)",
-        f"{path}:300: prev event '$ghost' of '$orphan' is not stored (skipped)",
+        f"{path}:300: invalid prev_events (event '$listless'): must be a list, got str (skipped)",
         f"{path}:504: not UTF-8: byte 15 is 0xff (skipped)",
     ]
     assert "500 events (500 new, " in proc.stdout and ", 3 invalid lines skipped)" in proc.stdout
     assert stats_of(db)["events"] == 500
+
+    # Nothing to skip: status 0 even with --skip-invalid, and the plural holds.
+    proc = run("import", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
+    assert proc.returncode == 2  # no such file
+    write_lines(path.with_name("clean.jsonl"), as_lines(events[:1]))
+    proc = run("import", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("imported 1 event (0 new, 1 state event, 0 invalid lines skipped) ")
 
 
 def test_gzip_and_stdin(tmp_path):
@@ -372,7 +383,7 @@ def test_kill_9_in_the_middle_then_rerun(tmp_path):
 
     rerun = run(*args)
     assert rerun.returncode == 0, rerun.stderr
-    assert rerun.stdout.startswith(f"imported {n} events ({n - partial} new, ")
+    assert rerun.stdout.startswith(f"imported {n:,} events ({n - partial:,} new, ")
     proc = run("import", path, "--db", clean, "--resolver", "newest_event")
     assert proc.returncode == 0, proc.stderr
 
@@ -437,7 +448,7 @@ def test_demo(tmp_path):
     proc = run("demo", "--events", "2000", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "2,000 events" in proc.stdout
-    assert re.search(r"^imported 2000 events \(2000 new, ", proc.stdout, re.M)
+    assert re.search(r"^imported 2,000 events \(2,000 new, ", proc.stdout, re.M)
     for answer in ("current state of !hq0:example.org: ", "joined members after the last event: ",
                    "diff from event #1,000 to the last event", "bytes per state event"):
         assert answer in proc.stdout

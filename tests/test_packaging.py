@@ -68,9 +68,13 @@ def test_a_build_ships_sources_and_stubs_not_generated_c(tmp_path):
         " Extension('roomstate.store', ['roomstate/store.c'])])\n"
     )
     pkg = tmp_path / "roomstate"
-    (pkg / "storage").mkdir(parents=True)
+    # every package pyproject.toml lists, each with its __init__.py
+    subpackages = [p.split(".", 1)[1] for p in pyproject()["tool"]["setuptools"]["packages"] if "." in p]
+    for sub in subpackages:
+        (pkg / sub.replace(".", "/")).mkdir(parents=True)
     files = {
         "__init__.py": '__version__ = "9.8.7"\n',
+        **{f"{sub.replace('.', '/')}/__init__.py": "" for sub in subpackages},
         "_core.pyx": "",
         "_core.pxd": "",
         "_core.pyi": "",
@@ -79,7 +83,6 @@ def test_a_build_ships_sources_and_stubs_not_generated_c(tmp_path):
         "store.pyi": "",
         "store.c": "",
         "py.typed": "",
-        "storage/__init__.py": "",
     }
     for name, text in files.items():
         (pkg / name).write_text(text)

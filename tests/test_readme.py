@@ -163,17 +163,7 @@ UNREACHABLE = ["DESIGN.md", "the performance issue", "issue 4"]
 
 @pytest.mark.parametrize(
     "section",
-    [
-        pytest.param(
-            s,
-            marks=pytest.mark.xfail(
-                strict=True, reason="the Command line section still cites DESIGN.md; its text is being rewritten with the CLI"
-            ),
-        )
-        if s == "Command line"
-        else s
-        for s in sections(TEXT)
-    ],
+    list(sections(TEXT)),
 )
 def test_no_pointers_to_what_a_reader_does_not_have(section):
     """No documents that are not in the repository; test files only by URL."""
