@@ -12,7 +12,7 @@ of the following event types [...]". What changes between versions:
   and ``prev_state`` are no longer kept; ``m.room.create`` keeps all of its
   content (and no longer names ``creator`` as a key); ``m.room.power_levels``
   keeps ``invite``; ``m.room.redaction`` keeps ``redacts`` in content;
-  ``m.room.member`` keeps the ``signed`` key of ``third_party_invite``.
+  ``m.room.member`` keeps ``third_party_invite`` with only its ``signed`` key.
 
 The result is a new top-level dict and a new ``content`` dict; the values under
 them are the input's own objects (not copied), so do not change them.
@@ -79,7 +79,10 @@ def redact(event, version):
     kept = {k: content[k] for k in keep if k in content}
     if type_ == "m.room.member" and v.updated_redaction_rules:
         tpi = content.get("third_party_invite")
-        if hasattr(tpi, "get") and "signed" in tpi:
-            kept["third_party_invite"] = {"signed": tpi["signed"]}
+        # "Additionally, it allows the signed key of the third_party_invite key":
+        # an object third_party_invite stays, holding only its signed key (empty
+        # when it has none), as Synapse reads the rule.
+        if hasattr(tpi, "get"):
+            kept["third_party_invite"] = {"signed": tpi["signed"]} if "signed" in tpi else {}
     out["content"] = kept
     return out
