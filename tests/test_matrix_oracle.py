@@ -43,24 +43,31 @@ def _plain(d):
     return json.loads(json.dumps(d))
 
 
-@pytest.mark.parametrize("version", VERSION_IDS)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_event_id_matches_synapse(version, data):
-    pdu = data.draw(pdus(version))
-    note(json.dumps(pdu))
+def per_version(test):
+    """Run ``test(version, pdu)`` on EXAMPLES PDUs of each room version."""
+
+    @pytest.mark.parametrize("version", VERSION_IDS)
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data())
+    def run(version, data):
+        pdu = data.draw(pdus(version))
+        note(json.dumps(pdu))
+        test(version, pdu)
+
+    run.__name__ = test.__name__
+    return run
+
+
+@per_version
+def test_event_id_matches_synapse(version, pdu):
     theirs = make_event_from_dict(dict(pdu), KNOWN_ROOM_VERSIONS[version])
     assert compute_event_id(pdu, version) == theirs.event_id
     if pdu["type"] == "m.room.create" and "room_id" not in pdu:
         assert compute_room_id(pdu) == theirs.room_id
 
 
-@pytest.mark.parametrize("version", VERSION_IDS)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_redaction_matches_synapse(version, data):
-    pdu = data.draw(pdus(version))
-    note(json.dumps(pdu))
+@per_version
+def test_redaction_matches_synapse(version, pdu):
     theirs = _plain(redact_event_dict(KNOWN_ROOM_VERSIONS[version], dict(pdu)))
     # Synapse keeps an (emptied) "unsigned" for its own bookkeeping; the spec's
     # algorithm strips it, and no hash covers it.

@@ -36,15 +36,11 @@ def encode(value, strict=True, path=""):
     later); ``path`` names ``value`` itself in an error ("" for an event: its
     fields are then named from the top, ``content.foo``).
     """
-    if strict:
-        check_json(value, True, path)
+    check_json(value, strict, path)
     try:
         return encode_canonical_json(value)
-    except (TypeError, ValueError, UnicodeEncodeError):
-        pass
-    # The encoder refused something: find what and where, for the error.
-    check_json(value, strict, path)
-    raise InvalidEventError(path or "event", "has no canonical JSON encoding")  # pragma: no cover - check_json raises
+    except (TypeError, ValueError, UnicodeEncodeError) as e:  # pragma: no cover - check_json refuses these first
+        raise InvalidEventError(path or "event", f"has no canonical JSON encoding: {e}") from None
 
 
 def check_json(value, strict, path):
