@@ -121,11 +121,13 @@ class LmdbBackend:
             if not os.path.exists(path):
                 if self.readonly:
                     raise StoreFormatError(f"no roomstate store at {path!r}")
-                os.makedirs(path)
+                os.makedirs(path, exist_ok=True)  # another process may be creating it too
             elif not os.path.isdir(path):
                 raise StoreFormatError(f"{path!r} is not a directory, so not a roomstate store")
             elif not os.path.exists(data):
-                if self.readonly or os.listdir(path):
+                # A lock.mdb alone is a store another process is creating right now
+                # (LMDB makes the lock file before data.mdb).
+                if self.readonly or set(os.listdir(path)) - {"lock.mdb"}:
                     raise StoreFormatError(f"{path!r} is not a roomstate store (it has no data.mdb)")
             size = map_size or DEFAULT_MAP_SIZE
             if os.path.exists(data):
