@@ -18,6 +18,7 @@ from .errors import (
     StorageError,
     StoreFormatError,
 )
+from .eventinfo import EventInfo
 from .resolvers import ResolverContext, newest_event, raise_on_conflict
 from .statemap import StateDiff, StateMap
 from .store import Batch, StateStore, open
@@ -37,6 +38,7 @@ __all__ = [
     "Batch",
     "ConflictError",
     "ENTRY_DTYPE",
+    "EventInfo",
     "InvalidEventError",
     "MissingEventError",
     "ReadOnlyError",

@@ -6,6 +6,7 @@ MEMBERSHIP_CODE: dict[str, int]
 OTHER_MEMBERSHIP: int
 MAX_DEPTH: int
 MAX_PREVS: int
+MAX_AUTH: int
 
 @disjoint_base
 class ParsedEvent:
@@ -25,9 +26,16 @@ class ParsedEvent:
     def rejected(self) -> bool: ...
     @property
     def membership(self) -> int: ...
+    @property
+    def sender(self) -> str | None: ...
+    @property
+    def ts(self) -> int | None: ...
+    @property
+    def auth_ids(self) -> list[str] | None: ...
     def __init__(
         self, event_id: str, room_id: str, type: str, state_key: str | None, prev_ids: list[str],
         depth: int | None, rejected: bool, membership: int,
+        sender: str | None = None, ts: int | None = None, auth_ids: list[str] | None = None,
     ) -> None: ...
 
 def parse_common(ev: object) -> ParsedEvent | None: ...

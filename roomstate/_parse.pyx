@@ -15,6 +15,8 @@ MEMBERSHIP_CODE = {m: i for i, m in enumerate(MEMBERSHIPS, start=1)}
 OTHER_MEMBERSHIP = 7  # a membership string outside the five the spec defines
 MAX_DEPTH = 2**63 - 1
 MAX_PREVS = 65535
+_ABSENT = object()
+MAX_AUTH = 64  # auth events of one event; the selection names at most 6 keys
 
 
 cdef class ParsedEvent:
@@ -28,9 +30,14 @@ cdef class ParsedEvent:
     cdef readonly object depth
     cdef readonly bint rejected
     cdef readonly int membership
+    # Auth data, when the event carries it (None otherwise): the sender, origin_server_ts
+    # and the IDs of its auth events (duplicates kept: the authorization rules refuse them).
+    cdef readonly object sender
+    cdef readonly object ts
+    cdef readonly list auth_ids
 
     def __init__(self, str event_id, str room_id, str type, state_key, list prev_ids, depth, bint rejected,
-                 int membership):
+                 int membership, sender=None, ts=None, list auth_ids=None):
         self.event_id = event_id
         self.room_id = room_id
         self.type = type
@@ -39,6 +46,9 @@ cdef class ParsedEvent:
         self.depth = depth
         self.rejected = rejected
         self.membership = membership
+        self.sender = sender
+        self.ts = ts
+        self.auth_ids = auth_ids
 
 
 def parse_common(ev):
@@ -106,5 +116,26 @@ def parse_common(ev):
                 if type(m) is not str:
                     return None
                 membership = MEMBERSHIP_CODE.get(m, OTHER_MEMBERSHIP)
-    return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
+    # Absent fields read as _ABSENT (one dict lookup each); a present None takes the full path.
+    sender = d.get("sender", _ABSENT)
+    if sender is _ABSENT:
+        sender = None
+    elif type(sender) is not str:
+        return None
+    ts = d.get("origin_server_ts", _ABSENT)
+    if ts is _ABSENT:
+        ts = None
+    elif type(ts) is not int or ts < 0 or ts > MAX_DEPTH:
+        return None
+    auth = d.get("auth_events", _ABSENT)
+    cdef list auth_ids = None
+    if auth is not _ABSENT:
+        if type(auth) is not list or len(<list>auth) > MAX_AUTH:
+            return None
+        for a in <list>auth:
+            if type(a) is not str or not a or a == event_id:
+                return None  # [id, hashes] pairs of room versions 1-2 take the full path
+        auth_ids = list(<list>auth)
+    return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership,
+                       sender, ts, auth_ids)
 

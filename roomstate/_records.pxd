@@ -7,6 +7,7 @@ cdef enum:
     _IS_STATE = 1
     _REJECTED = 2
     _OUTLIER = 4
+    _HAS_AUTH = 8
     _PLACEHOLDER = 16
     _HASH_ID = 32
 

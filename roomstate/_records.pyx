@@ -20,7 +20,7 @@ general functions they stand for (``hashlib.blake2b``; the tests compare them).
 True
 """
 from libc.stdint cimport uint8_t, uint64_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 
 from ._base64 cimport _b64_decode32, _b64_encode32
 from ._gc cimport _untracked
@@ -198,18 +198,22 @@ cdef str _unpack_event_id(const unsigned char* raw):
 # ---------------------------------------------------------------------------
 # event records (the flag bits are in _records.pxd)
 
-IS_STATE, REJECTED, OUTLIER, PLACEHOLDER, HASH_ID = _IS_STATE, _REJECTED, _OUTLIER, _PLACEHOLDER, _HASH_ID
+IS_STATE, REJECTED, OUTLIER, HAS_AUTH, PLACEHOLDER, HASH_ID = _IS_STATE, _REJECTED, _OUTLIER, _HAS_AUTH, _PLACEHOLDER, _HASH_ID
 
 
 cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                         uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                        const char* tail, Py_ssize_t nt):
-    cdef Py_ssize_t n = len(prevs), i, pos = 0
+                        const char* tail, Py_ssize_t nt, uint64_t sender=0, uint64_t ts=0, tuple auth=None,
+                        uint64_t extras=0):
+    cdef Py_ssize_t n = len(prevs), i, pos = 0, na = 0, start, body
     cdef unsigned char small[256]
     cdef bytearray big = None
     cdef unsigned char* p = small
-    if 10 * (9 + n) + nt > 256:
-        big = bytearray(10 * (9 + n) + nt)
+    cdef uint64_t a, last
+    if flags & _HAS_AUTH:
+        na = len(auth)
+    if 10 * (9 + n + 6 + na) + nt > 256:
+        big = bytearray(10 * (9 + n + 6 + na) + nt)
         p = big
     pos += _put_varint(p + pos, flags)
     pos += _put_varint(p + pos, membership)
@@ -222,6 +226,31 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
     pos += _put_varint(p + pos, <uint64_t>n)
     for i in range(n):
         pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - <uint64_t>prevs[i])))
+    if flags & _HAS_AUTH:
+        # The auth section: its length (a varint), then sender, origin_server_ts, the auth
+        # event count and NIDs (ascending: the first as zigzag(nid - first), each next one
+        # as its distance from the one before), and the extras NID.  Written 3 bytes on (room
+        # for the length), then moved down behind the length.
+        start = pos
+        pos += 3
+        pos += _put_varint(p + pos, sender)
+        pos += _put_varint(p + pos, ts)
+        pos += _put_varint(p + pos, <uint64_t>na)
+        last = 0
+        for i in range(na):
+            a = <uint64_t>auth[i]
+            if i == 0:
+                pos += _put_varint(p + pos, _zigzag(<int64_t>(nid - a)))
+            else:
+                if a <= last:
+                    raise ValueError("auth event NIDs must be ascending and unique")
+                pos += _put_varint(p + pos, a - last)
+            last = a
+        pos += _put_varint(p + pos, extras)
+        body = pos - start - 3
+        i = _put_varint(p + start, <uint64_t>body)
+        memmove(p + start + i, p + start + 3, body)
+        pos = start + i + body
     memcpy(p + pos, tail, nt)
     pos += nt
     return PyBytes_FromStringAndSize(<char*>p, pos)
@@ -229,15 +258,16 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
 
 def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                 uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                bytes tail):
+                bytes tail, uint64_t sender=0, uint64_t ts=0, tuple auth=(), uint64_t extras=0):
     """An event record (:func:`unpack_record` reads it back).
 
     Varints: flags, membership, room, type, state key, depth, before, after
     (0 = same as before, else 1 + zigzag(after - before)), the prev count and
-    each prev as zigzag(nid - prev); then ``tail`` (the event ID bytes).
+    each prev as zigzag(nid - prev); with flag ``HAS_AUTH``, the auth section
+    (:func:`unpack_auth`); then ``tail`` (the event ID bytes).
     """
     return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail,
-                        len(tail))
+                        len(tail), sender, ts, auth, extras)
 
 
 cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v) noexcept nogil:
@@ -267,7 +297,57 @@ def unpack_record(const unsigned char[::1] raw, uint64_t nid):
         if pos < 0:
             raise ValueError("truncated event record")
         prevs.append(nid - <uint64_t>_unzigzag(z))
+    if v[0] & _HAS_AUTH:
+        pos = _skip_auth(&raw[0], n, pos)
     return v[0], v[1], v[2], v[3], v[4], v[5], v[6], after, tuple(prevs), pos
+
+
+cdef Py_ssize_t _skip_auth(const unsigned char* raw, Py_ssize_t n, Py_ssize_t pos) except -1:
+    """The position after the auth section that starts at ``pos``."""
+    cdef uint64_t body
+    pos = _get_varint(raw, n, pos, &body)
+    if pos < 0 or body > <uint64_t>(n - pos):
+        raise ValueError("truncated auth data in an event record")
+    return pos + <Py_ssize_t>body
+
+
+def unpack_auth(const unsigned char[::1] raw, uint64_t nid):
+    """``(sender, origin_server_ts, auth event NIDs, extras)`` of a record with flag
+    ``HAS_AUTH`` (:func:`pack_record` writes them); None for one without."""
+    cdef Py_ssize_t n = raw.shape[0], pos, i, end
+    cdef uint64_t v[9]
+    cdef uint64_t z, sender, ts, na, extras, a = 0
+    if n == 0:
+        raise ValueError("empty event record")
+    pos = _record_head(&raw[0], n, v)
+    if pos < 0:
+        raise ValueError("truncated event record")
+    if not v[0] & _HAS_AUTH:
+        return None
+    for i in range(<Py_ssize_t>v[8]):
+        pos = _get_varint(&raw[0], n, pos, &z)
+        if pos < 0:
+            raise ValueError("truncated event record")
+    end = _skip_auth(&raw[0], n, pos)
+    pos = _get_varint(&raw[0], n, pos, &z)  # the section's length: read again, to step over it
+    pos = _get_varint(&raw[0], end, pos, &sender)
+    if pos >= 0:
+        pos = _get_varint(&raw[0], end, pos, &ts)
+    if pos >= 0:
+        pos = _get_varint(&raw[0], end, pos, &na)
+    if pos < 0 or na > <uint64_t>(end - pos):
+        raise ValueError("truncated auth data in an event record")
+    cdef list auth = []
+    for i in range(<Py_ssize_t>na):
+        pos = _get_varint(&raw[0], end, pos, &z)
+        if pos < 0:
+            raise ValueError("truncated auth data in an event record")
+        a = nid - <uint64_t>_unzigzag(z) if i == 0 else a + z
+        auth.append(a)
+    pos = _get_varint(&raw[0], end, pos, &extras)
+    if pos != end:
+        raise ValueError("malformed auth data in an event record")
+    return sender, ts, tuple(auth), extras
 
 
 cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
@@ -281,6 +361,8 @@ cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
         pos = _get_varint(raw, n, pos, &z)
         if pos < 0:
             raise ValueError("truncated event record")
+    if v[0] & _HAS_AUTH:
+        pos = _skip_auth(raw, n, pos)
     if v[0] & _HASH_ID:
         if n - pos != 32:
             raise ValueError("a packed event ID is 32 bytes")
@@ -308,9 +390,17 @@ cdef class Record:
     cdef readonly uint64_t after
     cdef readonly tuple prevs
     cdef readonly object event_id
+    # Auth data (flag HAS_AUTH): the sender's NID (a state-key NID: users are the state keys
+    # of their member events), origin_server_ts, the auth events' NIDs (ascending), and the
+    # NID of the event's extras (what the authorization rules read of its content; 0: none).
+    cdef readonly uint64_t sender
+    cdef readonly uint64_t ts
+    cdef readonly tuple auth_events
+    cdef readonly uint64_t extras
 
     def __init__(self, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_, uint64_t state_key,
-                 uint64_t depth, uint64_t before, uint64_t after, tuple prevs, event_id):
+                 uint64_t depth, uint64_t before, uint64_t after, tuple prevs, event_id, uint64_t sender=0,
+                 uint64_t ts=0, tuple auth_events=(), uint64_t extras=0):
         self.flags = flags
         self.membership = membership
         self.room = room
@@ -321,6 +411,10 @@ cdef class Record:
         self.after = after
         self.prevs = _untracked(prevs)
         self.event_id = event_id
+        self.sender = sender
+        self.ts = ts
+        self.auth_events = _untracked(auth_events)
+        self.extras = extras
 
     @property
     def is_state(self):
@@ -339,10 +433,12 @@ cdef class Record:
         cdef unsigned char packed[32]
         if _hash_id(self.event_id, packed):
             return _pack_record(nid, self.flags | _HASH_ID, self.membership, self.room, self.type, self.state_key,
-                                self.depth, self.before, self.after, self.prevs, <const char*>packed, 32)
+                                self.depth, self.before, self.after, self.prevs, <const char*>packed, 32,
+                                self.sender, self.ts, self.auth_events, self.extras)
         cdef bytes raw = _utf8(self.event_id)
         return _pack_record(nid, self.flags, self.membership, self.room, self.type, self.state_key,
-                            self.depth, self.before, self.after, self.prevs, raw, len(raw))
+                            self.depth, self.before, self.after, self.prevs, raw, len(raw),
+                            self.sender, self.ts, self.auth_events, self.extras)
 
     @staticmethod
     def unpack(raw, uint64_t nid):
@@ -352,6 +448,10 @@ cdef class Record:
             event_id = unpack_event_id(tail)
         else:
             event_id = bytes(tail).decode("utf-8", "surrogatepass")
+        if flags & _HAS_AUTH:
+            sender, ts, auth, extras = unpack_auth(raw, nid)
+            return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id,
+                          sender, ts, auth, extras)
         return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
 
 

@@ -49,12 +49,14 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Set,
     Tuple,
     TypeVar,
     Union,
 )
 
 from .errors import RoomStateError
+from .eventinfo import EventInfo
 from .statemap import StateDiff, StateMap
 from .store import StateStore
 from .store import open as _open_sync
@@ -373,6 +375,14 @@ class AsyncStateStore:
     async def event_depth(self, event_id: str) -> int:
         """:meth:`roomstate.StateStore.event_depth` in the reader pool: the stored depth of an event."""
         return await self._read(StateStore.event_depth, event_id)
+
+    async def event(self, event_id: str) -> EventInfo:
+        """What the store keeps of an event (:meth:`StateStore.event`)."""
+        return await self._read(StateStore.event, event_id)
+
+    async def auth_chain(self, event_ids: Iterable[str]) -> Set[str]:
+        """Every auth ancestor of the events (:meth:`StateStore.auth_chain`)."""
+        return await self._read(StateStore.auth_chain, list(event_ids))
 
     async def stats(self) -> Dict[str, Any]:
         """:meth:`roomstate.StateStore.stats` in the reader pool: counts and bytes per structure."""

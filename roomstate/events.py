@@ -13,8 +13,8 @@ import numpy as np
 
 from ._core import unpack_uvarints
 from ._names import NameCache
-from ._parse import MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS, OTHER_MEMBERSHIP, ParsedEvent, parse_common
-from ._records import HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
+from ._parse import MAX_AUTH, MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS, OTHER_MEMBERSHIP, ParsedEvent, parse_common
+from ._records import HAS_AUTH, HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
 from ._write import uvarint
 from .errors import InvalidEventError, RoomStateError
 from .ids import EVENT
@@ -78,23 +78,7 @@ def _parse(ev):
     prev_ids = []
     seen = set()
     for i, p in enumerate(prevs):
-        if isinstance(p, (list, tuple)):
-            # Room versions 1 and 2: [event_id, {hashes}] pairs.
-            if len(p) != 2 or not isinstance(p[0], str):
-                raise InvalidEventError(
-                    "prev_events", f"entry {i} must be an event ID or an [event_id, hashes] pair", event_id
-                )
-            p = p[0]
-        elif not isinstance(p, str):
-            raise InvalidEventError(
-                "prev_events", f"entry {i} must be an event ID string, got {type(p).__name__}", event_id
-            )
-        if not p:
-            raise InvalidEventError("prev_events", f"entry {i} is empty", event_id)
-        if type(p) is not str:
-            p = str(p)
-        if p == event_id:
-            raise InvalidEventError("prev_events", "an event cannot be its own prev", event_id)
+        p = _reference(p, i, "prev_events", event_id)
         if p not in seen:
             seen.add(p)
             prev_ids.append(p)
@@ -122,7 +106,45 @@ def _parse(ev):
                     "content.membership", f"must be a string, got {type(m).__name__}", event_id
                 )
             membership = MEMBERSHIP_CODE.get(m, OTHER_MEMBERSHIP)
-    return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership)
+
+    sender = get("sender")
+    if sender is not None or "sender" in ev:
+        if type(sender) is not str:
+            sender = _string(ev, "sender", event_id)
+    ts = get("origin_server_ts")
+    if ts is not None or "origin_server_ts" in ev:
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise InvalidEventError("origin_server_ts", f"must be an integer, got {type(ts).__name__}", event_id)
+        if not 0 <= ts <= MAX_DEPTH:
+            raise InvalidEventError("origin_server_ts", f"must be between 0 and 2**63-1, got {ts}", event_id)
+        ts = int(ts)
+    auth_ids = None
+    if "auth_events" in ev:
+        auth = ev["auth_events"]
+        if not isinstance(auth, (list, tuple)):
+            raise InvalidEventError("auth_events", f"must be a list, got {type(auth).__name__}", event_id)
+        if len(auth) > MAX_AUTH:
+            raise InvalidEventError("auth_events", f"has {len(auth)} entries, at most {MAX_AUTH}", event_id)
+        auth_ids = [_reference(a, i, "auth_events", event_id) for i, a in enumerate(auth)]
+    return ParsedEvent(
+        event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership, sender, ts, auth_ids
+    )
+
+
+def _reference(ref, i, field, event_id):
+    """The event ID in entry ``i`` of ``prev_events`` or ``auth_events``: an ID, or in room
+    versions 1 and 2 an ``[event_id, hashes]`` pair."""
+    if isinstance(ref, (list, tuple)):
+        if len(ref) != 2 or not isinstance(ref[0], str):
+            raise InvalidEventError(field, f"entry {i} must be an event ID or an [event_id, hashes] pair", event_id)
+        ref = ref[0]
+    elif not isinstance(ref, str):
+        raise InvalidEventError(field, f"entry {i} must be an event ID string, got {type(ref).__name__}", event_id)
+    if not ref:
+        raise InvalidEventError(field, f"entry {i} is empty", event_id)
+    if ref == event_id:
+        raise InvalidEventError(field, "an event cannot name itself", event_id)
+    return str(ref)
 
 
 class EventTable:

@@ -1,8 +1,8 @@
 from typing_extensions import disjoint_base
 from ._core import unpack_uvarints as unpack_uvarints
-from ._parse import MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common
+from ._parse import MAX_AUTH as MAX_AUTH, MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common
 from .errors import InvalidEventError as InvalidEventError, RoomStateError as RoomStateError
-from ._records import HASH_ID as HASH_ID, IS_STATE as IS_STATE, OUTLIER as OUTLIER, PLACEHOLDER as PLACEHOLDER, REJECTED as REJECTED, Record as Record, event_id_key as event_id_key, published_records as published_records
+from ._records import HAS_AUTH as HAS_AUTH, HASH_ID as HASH_ID, IS_STATE as IS_STATE, OUTLIER as OUTLIER, PLACEHOLDER as PLACEHOLDER, REJECTED as REJECTED, Record as Record, event_id_key as event_id_key, published_records as published_records
 from ._write import uvarint as uvarint
 from .ids import EVENT as EVENT
 from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough

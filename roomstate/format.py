@@ -5,8 +5,12 @@ snapshots, rooms) own their key encodings and value layouts.
 """
 import struct
 
-#: Bumped on any change a stored value's reader would misread.
-FORMAT_VERSION = 1
+#: Bumped on any change a stored value's reader would misread.  Version 2 added the
+#: auth section of event records (flag ``HAS_AUTH``, docs/FORMAT.md §4.5).
+FORMAT_VERSION = 2
+#: The versions this code reads.  Version 1 is version 2 without auth sections: a
+#: writable open marks such a store version 2 before it writes one.
+READS = (1, 2)
 
 #: Every table of a store, in the order a backend opens them.
 TABLES = (

@@ -12,7 +12,8 @@ from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
 from ._records import IS_STATE, PLACEHOLDER
 from .errors import MissingEventError, RoomStateError
-from .events import MEMBERSHIP_CODE
+from .eventinfo import EventInfo
+from .events import HAS_AUTH, MEMBERSHIP_CODE, MEMBERSHIPS
 from .format import STATE_TABLES
 from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, decode
 from .blocks import BLOCK_KIND
@@ -165,6 +166,57 @@ class Reader:
     def event_record(self, event_id):
         with self.reading() as tx:
             return self.record(tx, event_id)[1]
+
+    def event(self, event_id):
+        """The :class:`~roomstate.eventinfo.EventInfo` of a stored event."""
+        with self.reading() as tx:
+            _, rec = self.record(tx, event_id)
+            ids, events = self.ids, self.events
+            has_auth = bool(rec.flags & HAS_AUTH)
+            membership = None
+            if rec.is_state and rec.type == MEMBER_TYPE_NID:
+                membership = MEMBERSHIPS[rec.membership - 1] if 1 <= rec.membership <= len(MEMBERSHIPS) else ""
+            rejected_reason = None
+            if rec.rejected:
+                rejected_reason = "rejected by the caller (the event was given with rejected: true)"
+            return EventInfo(
+                event_id=rec.event_id,
+                room_id=ids.name(tx, ROOM, rec.room),
+                type=ids.name(tx, TYPE, rec.type),
+                state_key=ids.name(tx, STATE_KEY, rec.state_key) if rec.is_state else None,
+                sender=ids.name(tx, STATE_KEY, rec.sender) if rec.sender else None,
+                origin_server_ts=rec.ts if has_auth and rec.ts else None,
+                depth=rec.depth,
+                prev_events=[events.event_id(tx, n) for n in rec.prevs],
+                auth_events=[events.event_id(tx, n) for n in rec.auth_events] if has_auth else None,
+                membership=membership,
+                outlier=rec.outlier,
+                rejected=rec.rejected,
+                rejected_reason=rejected_reason,
+            )
+
+    def auth_chain(self, event_ids):
+        """Every auth ancestor of the events (the events themselves left out), as event IDs.
+
+        Walks the stored auth event NIDs; each event is read once, so the walk ends on
+        any store, a damaged one with a cycle included."""
+        if isinstance(event_ids, str):
+            raise TypeError("event_ids must be an iterable of event IDs, not one string")
+        with self.reading() as tx:
+            events = self.events
+            todo = []
+            for event_id in event_ids:
+                todo.extend(self.record(tx, event_id)[1].auth_events)
+            seen = set()
+            while todo:
+                nid = todo.pop()
+                if nid in seen:
+                    continue
+                seen.add(nid)
+                rec = events.get(tx, nid)
+                if rec is not None:
+                    todo.extend(rec.auth_events)
+            return {events.event_id(tx, nid) for nid in seen}
 
     def stats(self, backend):
         with self.reading() as tx:

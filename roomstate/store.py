@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 
 from .errors import RoomStateError, StoreFormatError
-from .format import FORMAT_VERSION
+from .format import FORMAT_VERSION, READS
 from .merger import Merger
 from .reader import Reader
 from .resolvers import resolver_of
@@ -78,12 +78,14 @@ class StateStore:
             if self.readonly:
                 raise StoreFormatError(f"{self.path!r} is an empty, uninitialised store")
             self._tx.write(tables.initialise)
-        elif version != FORMAT_VERSION:
+        elif version not in READS:
             newer = "a newer" if version > FORMAT_VERSION else "an older"
             raise StoreFormatError(
                 f"{self.path!r} holds format version {version}, made by {newer} roomstate; "
-                f"this one reads version {FORMAT_VERSION}"
+                f"this one reads versions {', '.join(map(str, READS))}"
             )
+        elif version != FORMAT_VERSION and not self.readonly:
+            self._tx.write(tables.upgrade)
 
     # -- lifecycle -----------------------------------------------------------
     @property
@@ -255,6 +257,22 @@ class StateStore:
         Raises :class:`MissingEventError` for an unknown event.
         """
         return self._reader.event_record(event_id).depth
+
+    def event(self, event_id):
+        """What the store keeps of an event: an :class:`~roomstate.EventInfo`.
+
+        Raises :class:`MissingEventError` for an event not stored (outliers are stored).
+        """
+        return self._reader.event(event_id)
+
+    def auth_chain(self, event_ids):
+        """Every auth ancestor of the given events, as a set of event IDs (the events
+        themselves left out unless one is another's ancestor).
+
+        Events stored without ``auth_events`` have no ancestors.  Raises
+        :class:`MissingEventError` when one of ``event_ids`` is not stored.
+        """
+        return self._reader.auth_chain(event_ids)
 
     def rooms(self):
         """The IDs of the rooms the store holds events of, sorted."""

@@ -38,6 +38,15 @@ class Tables:
         self.snaps.create_empty(tx)
         self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
 
+    def upgrade(self, tx):
+        """Mark a store of an older format this code reads (``READS``) as the current one.
+
+        Every older version's tables are valid in the current one; only what is written
+        from now on may use what the newer version added."""
+        version = self.format_version(tx)
+        if version is not None and version < FORMAT_VERSION:
+            self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
+
     def flush(self, tx):
         self.meta.flush(tx)
         self.rooms.flush(tx)

@@ -13,6 +13,7 @@ cdef class Writer:
 
     cpdef add(self, tx, ev, outlier, given, resolver)
     cpdef tuple prevs(self, tx, eid, room, prev_ids)
+    cpdef tuple auth_events(self, tx, eid, room, auth_ids)
     cpdef bint place_missing_prevs(self, tx, eid, prev_ids, list prev_nids, list prev_recs, allowed) except -1
     cpdef tuple states(self, tx, room, room_id, eid, prev_ids, list prev_recs, unsettled, given, resolver,
                        type_nid, skey_nid, enid)

@@ -12,7 +12,7 @@ from . import _core
 from ._write import cached_nid
 from .blocks import empty_entries, entries_from
 from .errors import InvalidEventError, MissingEventError
-from .events import HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
+from .events import HAS_AUTH, HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
 from .ids import EVENT, ROOM, STATE_KEY, TYPE
 from .snapshots import EMPTY_SNAPSHOT
 
@@ -78,9 +78,21 @@ class Writer:
         prev_nids, prev_recs, max_depth, missing, unsettled = self.prevs(tx, eid, room, p.prev_ids)
         depth = p.depth if p.depth is not None else 1 + max_depth
         flags = (IS_STATE if is_state else 0) | (REJECTED if rejected else 0)
+        sender, ts, auth_ids = p.sender, p.ts, p.auth_ids
+        sender_nid = 0
+        auth = ()
+        if sender is not None or ts is not None or auth_ids is not None:
+            flags |= HAS_AUTH
+            if sender is not None:
+                sender_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", sender) or ids.assign(
+                    tx, STATE_KEY, sender
+                )
+            if auth_ids:
+                auth = self.auth_events(tx, eid, room, auth_ids)
+        ts = ts or 0
 
         if existing is not None:
-            self.check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags)
+            self.check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid, auth)
             if not existing.outlier or outlier:
                 return ADDED_NOTHING
         appendable = not known_nid  # a NID above every stored record: its record can be appended
@@ -96,7 +108,9 @@ class Writer:
                 type_nid if is_state and not rejected else 0, skey_nid, enid,
             )
 
-        rec = Record(flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid)
+        rec = Record(
+            flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid, sender_nid, ts, auth
+        )
         events.put(tx, enid, rec, append=appendable)
         # A brand-new NID has no marks yet; one that named a prev may have HAS_CHILD.
         own = events.marks(tx, enid) if known_nid else 0
@@ -142,6 +156,21 @@ class Writer:
             prev_nids.append(pnid)
             prev_recs.append(prec)
         return prev_nids, prev_recs, max_depth, missing, unsettled
+
+    def auth_events(self, tx, eid, room, auth_ids):
+        """The NIDs of an event's auth events, ascending and without repeats: each must be
+        stored (an outlier will do) and belong to the event's room."""
+        events = self.events
+        nids = set()
+        for aid in auth_ids:
+            anid = events.lookup(tx, aid)
+            arec = events.get(tx, anid) if anid else None
+            if arec is None:
+                raise MissingEventError(f"auth event {aid!r} of {eid!r} is not stored", aid)
+            if arec.room != room:
+                raise InvalidEventError("auth_events", f"auth event {aid!r} belongs to another room", eid)
+            nids.add(anid)
+        return tuple(sorted(nids))
 
     def place_missing_prevs(self, tx, eid, prev_ids, prev_nids, prev_recs, allowed):
         """Give prevs not stored yet a NID and a placeholder record (outliers and given
@@ -206,7 +235,7 @@ class Writer:
                 if not f & HAS_CHILD:
                     events.set_marks(tx, pnid, f | HAS_CHILD)
 
-    def check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags):
+    def check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid=0, auth=()):
         """An event stored again must carry the same fields."""
 
         def differ(field, reason):
@@ -220,12 +249,20 @@ class Writer:
             differ("state_key", "state key")
         if tuple(prev_nids) != rec.prevs:
             differ("prev_events", "list of prev events")
-        if (rec.flags & (IS_STATE | REJECTED)) != flags:
+        if (rec.flags & (IS_STATE | REJECTED)) != flags & (IS_STATE | REJECTED):
             differ("rejected", "rejected flag")
         if rec.membership != p.membership:
             differ("content.membership", "membership")
         if p.depth is not None and p.depth != rec.depth:
             differ("depth", "depth")
+        if rec.flags & HAS_AUTH and flags & HAS_AUTH:
+            # An event stored with auth data and given again with it: the same data.
+            if rec.sender != sender_nid:
+                differ("sender", "sender")
+            if p.ts is not None and rec.ts != p.ts:
+                differ("origin_server_ts", "origin_server_ts")
+            if rec.auth_events != auth:
+                differ("auth_events", "list of auth events")
 
     def given_state(self, tx, room, eid, given, parents):
         """The snapshot of a state someone else gave, stored as a delta against the closest candidate."""

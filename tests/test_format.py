@@ -1,4 +1,5 @@
-"""The on-disk format (docs/FORMAT.md), pinned by the committed store ``tests/data/format-v1``.
+"""The on-disk format (docs/FORMAT.md), pinned by the committed stores ``tests/data/format-v2``
+(what this code writes) and ``tests/data/format-v1`` (the older version it still reads).
 
 Known answers: the state questions of the events ``tests/data/make_format_store.py``
 writes, worked out from the events.  Known bytes: one record of every kind, read
@@ -6,6 +7,10 @@ with the ``lmdb`` package directly and decoded here by FORMAT.md's rules (this
 file's own varint and struct code, none of roomstate's decoders), so that the
 document and the code are checked against each other.  A change to any of these
 bytes is a format change: bump ``FORMAT_VERSION`` and commit a new store.
+
+Most tests read the version-1 store: every table of version 1 is unchanged in version 2.
+The version-2 store adds the auth sections of event records (``test_auth_sections``), and
+the generator must write it again byte for byte.
 """
 import base64
 import hashlib
@@ -24,6 +29,7 @@ from test_faults import _poke_format
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 STORE = os.path.join(DATA, "format-v1")
+STORE_V2 = os.path.join(DATA, "format-v2")
 
 
 def _generator():
@@ -41,10 +47,25 @@ ROOM_A, ROOM_B = gen.ROOM_A, gen.ROOM_B
 MEMBER, TOPIC, NAME = "m.room.member", "m.room.topic", "m.room.name"
 
 
-def _copy(directory):
-    """A copy of the committed store: opening it writes a lock file, and a test may change it."""
+def _copy(directory, source=STORE):
+    """A copy of a committed store: opening it writes a lock file, and a test may change it."""
     out = directory / "store"
-    shutil.copytree(STORE, out)
+    shutil.copytree(source, out)
+    return out
+
+
+def _tables(path):
+    """Every table of the store at ``path`` as ``{name: {key: value}}`` (bytes), read with lmdb alone."""
+    env = lmdb.open(str(path), max_dbs=len(TABLES) + 2, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            names = [bytes(k) for k, _ in txn.cursor()]
+            out = {"": names}
+            for name in names:
+                db = env.open_db(name, txn=txn, create=False)
+                out[name.decode()] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
+    finally:
+        env.close()
     return out
 
 
@@ -56,19 +77,14 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    """Every table of a copy as ``{name: {key: value}}`` (bytes), read with lmdb alone
-    (another copy than ``store``'s: LMDB opens an environment once per process)."""
-    env = lmdb.open(str(_copy(tmp_path_factory.mktemp("tables"))), max_dbs=len(TABLES) + 2, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            names = [bytes(k) for k, _ in txn.cursor()]
-            out = {"": names}
-            for name in names:
-                db = env.open_db(name, txn=txn, create=False)
-                out[name.decode()] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
-    finally:
-        env.close()
-    return out
+    """The version-1 store's tables (of another copy than ``store``'s: LMDB opens an
+    environment once per process)."""
+    return _tables(_copy(tmp_path_factory.mktemp("tables")))
+
+
+@pytest.fixture(scope="module")
+def tables_v2(tmp_path_factory):
+    return _tables(_copy(tmp_path_factory.mktemp("tables-v2"), STORE_V2))
 
 
 # -- FORMAT.md's encodings, written again here -------------------------------------------------
@@ -100,19 +116,36 @@ def unzigzag(z):
 
 
 def decode_record(raw, nid):
-    """An event record: the nine header varints, the prevs, the event ID."""
+    """An event record: the nine header varints, the prevs, the auth section (flag 8,
+    HAS_AUTH: version 2), the event ID."""
     (flags, membership, room, type_, skey, depth, before, after, nprev), pos = varints(raw, 9)
     after = before if after == 0 else before + unzigzag(after - 1)
     zs, pos = varints(raw, nprev, pos)
     prevs = [nid - unzigzag(z) for z in zs]
+    auth = None
+    if flags & 8:
+        (length,), pos = varints(raw, 1, pos)
+        end = pos + length
+        (sender, ts, nauth), p = varints(raw, 3, pos)
+        deltas, p = varints(raw, nauth, p)
+        nids = []
+        for i, d in enumerate(deltas):
+            nids.append(nid - unzigzag(d) if i == 0 else nids[-1] + d)
+        (extras,), p = varints(raw, 1, p)
+        assert p == end
+        auth = dict(sender=sender, ts=ts, auth_events=nids, extras=extras)
+        pos = end
     tail = raw[pos:]
     if flags & 32:  # HASH_ID
         assert len(tail) == 32
         event_id = "$" + base64.urlsafe_b64encode(tail).rstrip(b"=").decode()
     else:
         event_id = tail.decode("utf-8")
-    return dict(flags=flags, membership=membership, room=room, type=type_, state_key=skey, depth=depth,
-                before=before, after=after, prevs=prevs, event_id=event_id)
+    out = dict(flags=flags, membership=membership, room=room, type=type_, state_key=skey, depth=depth,
+               before=before, after=after, prevs=prevs, event_id=event_id)
+    if auth is not None:
+        out["auth"] = auth
+    return out
 
 
 def decode_snapshot(raw):
@@ -249,7 +282,7 @@ def test_tables(tables):
 
 def test_meta(tables):
     meta = tables["meta"]
-    assert meta[b"format"] == bytes.fromhex("0000000000000001") == be(FORMAT_VERSION)
+    assert meta[b"format"] == bytes.fromhex("0000000000000001") == be(1)
     decoded = {k.decode(): struct.unpack(">Q", v)[0] for k, v in meta.items()}
     assert decoded == {
         "format": 1,
@@ -414,7 +447,7 @@ def test_rooms(tables):
 # (test_faults.py checks the version above this one on a new store; here, the committed store.)
 
 
-@pytest.mark.parametrize("version, which", [(0, "older"), (2, "newer")])
+@pytest.mark.parametrize("version, which", [(0, "older"), (3, "newer")])
 def test_other_format_versions_are_refused(tmp_path, version, which):
     path = _copy(tmp_path)
     _poke_format(path, version)
@@ -426,19 +459,66 @@ def test_other_format_versions_are_refused(tmp_path, version, which):
         assert s.has_event(hid("create"))
 
 
-# -- (d) the generator writes the committed store again ---------------------------------------------------
+def test_a_version_1_store_is_read_and_marked_version_2_before_a_write(tmp_path):
+    path = _copy(tmp_path)
+    with roomstate.open(path, readonly=True) as s:
+        assert s.state_after(hid("message-3"))[(MEMBER, ALICE)] == hid("alice-join")
+    assert _tables(path)["meta"][b"format"] == be(1)  # a read-only open changes nothing
+    with roomstate.open(path, resolver="newest_event") as s:
+        s.add_event(gen._event(hid("after-upgrade"), ROOM_A, "m.room.message", [hid("message-3")],
+                               origin_server_ts=1, auth_events=[hid("create")]))
+        assert s.state_before(hid("after-upgrade")) == s.state_after(hid("message-3"))
+    after = _tables(path)
+    assert after["meta"][b"format"] == be(2)
+    nid = A[hid("message-3")] + 1 + len(B_NIDS)  # the next event NID
+    assert decode_record(after["events"][be(nid)], nid)["auth"] == dict(
+        sender=K_ALICE, ts=1, auth_events=[A[hid("create")]], extras=0
+    )
 
 
-def test_the_generator_writes_the_committed_tables(tmp_path, tables):
-    """Table by table, record by record: what today's code writes is format version 1."""
+# -- (d) version 2: auth sections --------------------------------------------------------------------
+
+
+def test_auth_sections(tables_v2, tables):
+    events = tables_v2["events"]
+    assert tables_v2["meta"][b"format"] == be(2)
+    # message-1 (NID 8): sender alice (2), a timestamp, auth events create (1), power levels (3),
+    # alice's join (2): ascending 1, 2, 3 as zigzag(8 - 1) = 14, then +1, +1; no extras.
+    raw = events[be(8)]
+    ts = 1_600_000_000_000 + 7000
+    section = bytes([2]) + bytes(_leb128(ts)) + bytes.fromhex("03 0e 01 01 00")
+    assert raw == bytes.fromhex("28 00 01 08 00 08 08 00 01 02") + bytes([len(section)]) + section + raw[-32:]
+    assert decode_record(raw, 8)["auth"] == dict(sender=K_ALICE, ts=ts, auth_events=[1, 2, 3], extras=0)
+    assert decode_record(raw, 8)["event_id"] == hid("message-1")
+    # Every record of room A has a section; without it, each is its version-1 record.
+    for nid in A.values():
+        v2, v1 = decode_record(events[be(nid)], nid), decode_record(tables["events"][be(nid)], nid)
+        assert v2.pop("auth")["sender"] in {K_ALICE, K_BOB, K_CAROL, K_DAVE, K_ZOE, *range(K_USER01, K_USER01 + 30)}
+        v2["flags"] &= ~8
+        assert v2 == v1
+    # Tables other than the event records are those of version 1.
+    for name in TABLES:
+        if name not in ("events", "meta"):
+            assert tables_v2[name] == tables[name], name
+
+
+def _leb128(v):
+    out = []
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return out
+
+
+# -- (e) the generator writes the committed store again ---------------------------------------------------
+
+
+def test_the_generator_writes_the_committed_tables(tmp_path, tables_v2):
+    """Table by table, record by record: what today's code writes is format version 2."""
     out = tmp_path / "again"
     assert gen.write(str(out)) < 1 << 20
-    env = lmdb.open(str(out), max_dbs=len(TABLES) + 2, readonly=True, lock=False)
-    try:
-        with env.begin() as txn:
-            for name in TABLES:
-                db = env.open_db(name.encode(), txn=txn, create=False)
-                again = {bytes(k): bytes(v) for k, v in txn.cursor(db=db)}
-                assert again == tables[name], name
-    finally:
-        env.close()
+    again = _tables(out)
+    for name in TABLES:
+        assert again[name] == tables_v2[name], name

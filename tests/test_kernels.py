@@ -235,6 +235,39 @@ def test_event_records_round_trip(nid, head, prevs, tail):
         _records.unpack_record(raw[: min(off, 3)] if off > 3 else b"\x80", nid)
 
 
+@given(
+    st.integers(1, 2**63),
+    st.lists(st.integers(1, 2**63), max_size=20),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.sets(st.integers(1, 2**63), max_size=12),
+    st.integers(0, 2**64 - 1),
+    st.text(min_size=1, max_size=50),
+)
+def test_auth_sections_round_trip(nid, prevs, sender, ts, auth, extras, event_id):
+    auth = tuple(sorted(auth))
+    tail = event_id.encode("utf-8", "surrogatepass")
+    flags = _records.HAS_AUTH | _records.IS_STATE
+    raw = _records.pack_record(nid, flags, 1, 2, 3, 4, 5, 6, 6, tuple(prevs), tail, sender, ts, auth, extras)
+    *fields, off = _records.unpack_record(raw, nid)
+    assert fields == [flags, 1, 2, 3, 4, 5, 6, 6, tuple(prevs)]
+    assert raw[off:] == tail  # the event ID after the auth section
+    assert _records.unpack_auth(raw, nid) == (sender, ts, auth, extras)
+    rec = _records.Record.unpack(raw, nid)
+    assert (rec.sender, rec.ts, rec.auth_events, rec.extras) == (sender, ts, auth, extras)
+    assert rec.pack(nid) == raw
+    for cut in range(off - 1, max(off - 8, 0), -1):  # cut inside the auth section
+        with pytest.raises(ValueError):
+            _records.unpack_auth(raw[:cut], nid)
+
+
+def test_auth_events_must_ascend():
+    with pytest.raises(ValueError, match="ascending"):
+        _records.pack_record(9, _records.HAS_AUTH, 0, 1, 1, 0, 1, 1, 1, (), b"$e", 1, 1, (5, 3), 0)
+    plain = _records.pack_record(9, 0, 0, 1, 1, 0, 1, 1, 1, (), b"$e")
+    assert _records.unpack_auth(plain, 9) is None
+
+
 @given(st.binary(min_size=32, max_size=32))
 def test_event_ids_pack_to_32_bytes(raw):
     import base64

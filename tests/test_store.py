@@ -287,8 +287,11 @@ def test_same_event_again_is_a_no_op(store):
     store.add_event(ev("$1", "m.room.create", ""))
     store.add_event(ev("$2", prevs=["$1"], sender="@a", content={"body": "hi"}))
     before = dump(store)
-    store.add_event(ev("$2", prevs=["$1"], sender="@b", content={"body": "other fields are ignored"}))
+    store.add_event(ev("$2", prevs=["$1"], sender="@a", content={"body": "fields not stored are ignored"}))
     store.add_event(ev("$2", prevs=["$1"], depth=2))
+    # The sender is stored (auth data): another one is another event.
+    with pytest.raises(roomstate.InvalidEventError, match="sender"):
+        store.add_event(ev("$2", prevs=["$1"], sender="@b"))
     assert store.add_events([ev("$1", "m.room.create", ""), ev("$2", prevs=["$1"])]) == 0
     assert dump(store) == before
 

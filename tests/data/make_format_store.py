@@ -1,4 +1,4 @@
-"""Write ``tests/data/format-v1/``: a small store of on-disk format version 1.
+"""Write ``tests/data/format-v2/``: a small store of on-disk format version 2.
 
 ``tests/test_format.py`` reads the committed copy back with known answers and
 known bytes (docs/FORMAT.md describes every table).  The events are written by
@@ -9,11 +9,15 @@ code and one outside them, a rejected event, a fork merged with
 and a chain of more than ``MAX_HOPS`` state events, so that a base snapshot
 with a block exists.
 
+Version 2 added the auth section of event records: the events of room A carry
+``origin_server_ts`` and some of them ``auth_events``; every event has a sender.
+
 Deterministic: the same events in the same transactions give the same tables
 (``test_the_generator_writes_the_committed_tables`` checks it).  The committed
-``format-v1`` is the record of version 1 and is not regenerated; a format
-change copies this script to write ``format-v2``.  To write a store elsewhere,
-from the checkout (so that its build is imported, not an installed roomstate):
+``format-v1`` was written by this script's version-1 form (in the history, up to
+commit c605b8d) and is not regenerated: the tests read it as the older store.
+A format change copies this script to write ``format-v3``.  To write a store
+elsewhere, from the checkout (so that its build is imported, not an installed roomstate):
 
     PYTHONPATH=. python tests/data/make_format_store.py OUT_DIR
 """
@@ -61,23 +65,31 @@ def _member(event_id, room_id, user, membership, prev, sender=None):
 
 
 def room_a():
-    """The first room: linear history, a rejected event, a fork and its merge, then 30 joins."""
+    """The first room: linear history, a rejected event, a fork and its merge, then 30 joins.
+
+    Each event has an ``origin_server_ts`` a second after the one before; some list
+    their ``auth_events``."""
     evs = []
 
-    def add(ev):
+    def add(ev, auth=None):
+        ev["origin_server_ts"] = 1_600_000_000_000 + 1000 * len(evs)
+        if auth is not None:
+            ev["auth_events"] = [hid(a) for a in auth]
         evs.append(ev)
         return ev["event_id"]
 
     last = add(_event(hid("create"), ROOM_A, "m.room.create", [], state_key="", content={"room_version": "10"}))
-    last = add(_member(hid("alice-join"), ROOM_A, ALICE, "join", [last]))
+    last = add(_member(hid("alice-join"), ROOM_A, ALICE, "join", [last]), auth=["create"])
     last = add(_event(hid("power-levels"), ROOM_A, "m.room.power_levels", [last], state_key="",
                       content={"users": {ALICE: 100}}))
     last = add(_event(hid("join-rules"), ROOM_A, "m.room.join_rules", [last], state_key="",
                       content={"join_rule": "invite"}))
     last = add(_member(hid("bob-invite"), ROOM_A, BOB, "invite", [last], sender=ALICE))
-    last = add(_member(hid("bob-join"), ROOM_A, BOB, "join", [last]))
+    last = add(_member(hid("bob-join"), ROOM_A, BOB, "join", [last]),
+               auth=["create", "power-levels", "join-rules", "bob-invite"])
     last = add(_member(hid("carol-join"), ROOM_A, CAROL, "join", [last]))
-    last = add(_event(hid("message-1"), ROOM_A, "m.room.message", [last], content={"body": "hello"}))
+    last = add(_event(hid("message-1"), ROOM_A, "m.room.message", [last], content={"body": "hello"}),
+               auth=["create", "power-levels", "alice-join"])
     last = add(_member(hid("carol-leave"), ROOM_A, CAROL, "leave", [last]))
     last = add(_member(hid("dave-ban"), ROOM_A, DAVE, "ban", [last], sender=ALICE))
     last = add(_member(hid("zoe-join"), ROOM_A, ZOE, "join", [last]))

@@ -1,0 +1,128 @@
+"""Auth data kept with each event (format version 2): sender, origin_server_ts, auth
+events; read back by ``event()`` and walked by ``auth_chain()``, on both backends."""
+import pytest
+
+import roomstate
+from roomstate import EventInfo, InvalidEventError, MissingEventError
+
+from test_store import dump, ev, member
+
+from test_store import ROOM
+A, B = "@a:x", "@b:x"
+
+
+def pdu(eid, type_="m.room.message", state_key=None, prevs=(), auth=(), sender=A, ts=1000, **extra):
+    return ev(eid, type_, state_key, prevs, sender=sender, origin_server_ts=ts, auth_events=list(auth), **extra)
+
+
+def room(store):
+    store.add_events([
+        pdu("$create", "m.room.create", "", ts=1, content={"room_version": "10"}),
+        pdu("$a-join", "m.room.member", A, ["$create"], ["$create"], ts=2, content={"membership": "join"}),
+        pdu("$pl", "m.room.power_levels", "", ["$a-join"], ["$create", "$a-join"], ts=3),
+        pdu("$b-invite", "m.room.member", B, ["$pl"], ["$create", "$pl", "$a-join"], ts=4,
+            content={"membership": "invite"}),
+        pdu("$b-join", "m.room.member", B, ["$b-invite"], ["$create", "$pl", "$b-invite"], sender=B, ts=5,
+            content={"membership": "join"}),
+        pdu("$msg", prevs=["$b-join"], auth=["$pl", "$b-join", "$create", "$pl"], sender=B, ts=6),
+    ])
+
+
+def test_event_info(store):
+    room(store)
+    info = store.event("$msg")
+    assert isinstance(info, EventInfo)
+    assert info == EventInfo(
+        event_id="$msg", room_id=ROOM, type="m.room.message", state_key=None, sender=B, origin_server_ts=6,
+        depth=6, prev_events=["$b-join"], auth_events=["$create", "$pl", "$b-join"], membership=None,
+        outlier=False, rejected=False, rejected_reason=None,
+    )  # auth events in NID order, the repeated $pl once
+    join = store.event("$b-join")
+    assert (join.state_key, join.membership, join.sender, join.auth_events) == (B, "join", B, ["$create", "$pl", "$b-invite"])
+    assert store.event("$create").auth_events == []
+    with pytest.raises(MissingEventError):
+        store.event("$nope")
+
+
+def test_events_without_auth_data_read_as_none(store):
+    store.add_event(ev("$1", "m.room.create", ""))
+    store.add_event(member("$2", "@m:x", "org.example.other", ["$1"], rejected=True))
+    info = store.event("$2")
+    assert (info.sender, info.origin_server_ts, info.auth_events) == (None, None, None)
+    assert info.membership == ""  # a membership outside the five: only that it is one is kept
+    assert info.rejected and "caller" in info.rejected_reason
+    assert store.auth_chain(["$2"]) == set()
+
+
+def test_auth_chain(store):
+    room(store)
+    assert store.auth_chain(["$msg"]) == {"$create", "$pl", "$b-join", "$b-invite", "$a-join"}
+    assert store.auth_chain(["$a-join"]) == {"$create"}
+    assert store.auth_chain(["$create"]) == set()
+    assert store.auth_chain(["$a-join", "$pl"]) == {"$create", "$a-join"}  # an event another one names
+    with pytest.raises(MissingEventError):
+        store.auth_chain(["$msg", "$nope"])
+    with pytest.raises(TypeError):
+        store.auth_chain("$msg")
+
+
+def test_auth_events_must_be_stored_and_of_the_room(store):
+    room(store)
+    before = dump(store)
+    with pytest.raises(MissingEventError, match="auth event '\\$nope'"):
+        store.add_event(pdu("$x", prevs=["$msg"], auth=["$create", "$nope"]))
+    store.add_event(pdu("$other-create", "m.room.create", "", room="!other:x"))
+    before = dump(store)
+    with pytest.raises(InvalidEventError, match="another room"):
+        store.add_event(pdu("$y", prevs=["$msg"], auth=["$other-create"]))
+    assert dump(store) == before
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("sender", 5, "sender"),
+    ("origin_server_ts", "now", "origin_server_ts"),
+    ("origin_server_ts", -1, "origin_server_ts"),
+    ("origin_server_ts", True, "origin_server_ts"),
+    ("auth_events", "$create", "auth_events"),
+    ("auth_events", [5], "auth_events"),
+    ("auth_events", [""], "auth_events"),
+    ("auth_events", ["$z"], "auth_events"),  # itself
+    ("auth_events", ["$create"] * 65, "auth_events"),
+])
+def test_bad_auth_fields(store, field, value, reason):
+    room(store)
+    before = dump(store)
+    e = pdu("$z", prevs=["$msg"], auth=["$create"])
+    e[field] = value
+    with pytest.raises(InvalidEventError, match=reason):
+        store.add_event(e)
+    assert dump(store) == before
+
+
+def test_room_version_1_references_are_pairs(store):
+    store.add_event(pdu("$c:x", "m.room.create", "", content={}))
+    store.add_event(pdu("$j:x", "m.room.member", A, prevs=[["$c:x", {"sha256": "h"}]],
+                        auth=[["$c:x", {"sha256": "h"}]], content={"membership": "join"}))
+    assert store.event("$j:x").auth_events == ["$c:x"]
+
+
+def test_the_same_event_again_with_other_auth_data_is_refused(store):
+    room(store)
+    again = pdu("$msg", prevs=["$b-join"], auth=["$pl", "$b-join", "$create"], sender=B, ts=6)
+    store.add_event(again)  # the same: nothing happens
+    for field, value in (("sender", A), ("origin_server_ts", 7), ("auth_events", ["$create", "$b-join"])):
+        with pytest.raises(InvalidEventError, match=field):
+            store.add_event({**again, field: value})
+
+
+def test_async_reads(tmp_path):
+    import asyncio
+
+    async def main():
+        async with roomstate.aio.open(str(tmp_path / "s")) as st:
+            await st.add_events([pdu("$create", "m.room.create", "", ts=1),
+                                 pdu("$m", prevs=["$create"], auth=["$create"], ts=2)])
+            assert (await st.event("$m")).auth_events == ["$create"]
+            assert await st.auth_chain(iter(["$m"])) == {"$create"}
+
+    asyncio.run(main())
