@@ -6,15 +6,15 @@ transaction ends).  A content digest maps identical blocks — from any room —
 to the NID already stored.
 """
 import hashlib
-import struct
 
 import numpy as np
 
 from ._core import ENTRY_DTYPE
 from .errors import RoomStateError
+from .format import U64
 from .txn import BoundedCache, ReadThrough
 
-_U64 = struct.Struct(">Q")
+_U64 = U64  # format.py: big-endian u64 keys and values
 BLOCK_KIND = b"b"
 
 

@@ -1,3 +1,4 @@
+from .format import U64 as U64
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from .errors import RoomStateError as RoomStateError
 from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough

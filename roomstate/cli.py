@@ -27,6 +27,7 @@ import lmdb
 import roomstate
 
 from . import inputs
+from ._parse import MEMBERSHIPS
 from .errors import ConflictError, MissingEventError, RoomStateError, StorageError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_SKIPPED, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -35,7 +36,6 @@ DEFAULT_MAX_HELD = 100_000
 DEFAULT_DEMO_EVENTS = 200_000
 DB_ENV = "ROOMSTATE_DB"
 RESOLVERS = ("raise_on_conflict", "newest_event")
-MEMBERSHIPS = ("join", "invite", "leave", "ban", "knock")
 
 # What the engine raises for an event it will not store.  ValueError and TypeError
 # cover bad input that reaches past validation (InvalidEventError is a ValueError).

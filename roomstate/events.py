@@ -6,7 +6,6 @@ the event's ``marks`` in the mark column (its membership code and ``HAS_CHILD``:
 changed after the record, by later events).  The column lives in the LMDB
 database named ``flags``.
 """
-import struct
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +16,7 @@ from ._parse import MAX_AUTH, MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS
 from ._records import HAS_AUTH, HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
 from ._write import uvarint
 from .errors import InvalidEventError, RoomStateError
+from .format import U64
 from .ids import EVENT
 from .txn import BoundedCache, ReadThrough
 
@@ -24,7 +24,7 @@ from .txn import BoundedCache, ReadThrough
 MEMBERSHIP_MASK = 0x07
 HAS_CHILD = 0x08  # a non-outlier event lists this one as a prev
 
-_U64 = struct.Struct(">Q")
+_U64 = U64  # format.py: big-endian u64 keys and values
 CHUNK = 1000  # events per mark chunk: four chunks fill a 4 KiB page
 
 

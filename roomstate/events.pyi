@@ -1,3 +1,4 @@
+from .format import U64 as U64
 from typing_extensions import disjoint_base
 from ._core import unpack_uvarints as unpack_uvarints
 from ._parse import MAX_AUTH as MAX_AUTH, MAX_DEPTH as MAX_DEPTH, MAX_PREVS as MAX_PREVS, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS, OTHER_MEMBERSHIP as OTHER_MEMBERSHIP, ParsedEvent as ParsedEvent, parse_common as parse_common

@@ -9,12 +9,12 @@ the byte 0xFF, so a digest key cannot collide with a plain one; a digest hit
 is checked against the stored string.
 """
 import hashlib
-import struct
 
 import numpy as np
 
 from ._names import NameCache, fetch_names
 from .errors import RoomStateError
+from .format import U64
 from .txn import BoundedCache, ReadThrough
 
 ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
@@ -36,7 +36,7 @@ EMPTY_STATE_KEY_NID = 1
 
 _SHORT = 32
 _NEXT = {k: b"next:" + k for k in (b"r", b"e", b"t", b"k", b"b", b"s")}
-_U64 = struct.Struct(">Q")
+_U64 = U64  # format.py: big-endian u64 keys and values
 
 
 def encode(s):

@@ -1,3 +1,4 @@
+from .format import U64 as U64
 from .errors import RoomStateError as RoomStateError
 from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete

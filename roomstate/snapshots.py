@@ -21,7 +21,6 @@ hold the new event).  Links made by merges and given states, and every base,
 are indexed by a digest of their record so identical ones are stored once.
 """
 import hashlib
-import struct
 
 
 from . import _core
@@ -29,6 +28,7 @@ from ._core import ENTRY_DTYPE
 from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
 from .errors import RoomStateError
+from .format import U64
 from .txn import BoundedCache, ReadThrough
 
 SNAPSHOT_KIND = b"s"
@@ -41,7 +41,7 @@ TIER_BASE = 32
 MAX_BLOCKS = 64
 
 
-_U64 = struct.Struct(">Q")
+_U64 = U64  # format.py: big-endian u64 keys and values
 _KIND_BASE, _KIND_CHAIN = 1, 2
 
 

@@ -1,3 +1,4 @@
+from .format import U64 as U64
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from ._write import Components as Components, chain_link as chain_link
 from .blocks import empty_entries as empty_entries, frozen as frozen

@@ -1,3 +1,4 @@
+from .format import U64 as U64
 from _typeshed import Incomplete
 from typing import final
 

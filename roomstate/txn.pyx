@@ -25,12 +25,13 @@ A Cython module proper: ``Tx`` is a C class, since nearly every step of adding
 an event reads or writes its tables.
 """
 
-import struct
 
 cimport cython
 
+from .format import U64
+
 DIRTY = frozenset(("meta", "rooms", "marks"))
-_U64 = struct.Struct(">Q")
+_U64 = U64  # format.py: big-endian u64 keys and values
 _MISSING = object()
 
 
