@@ -380,6 +380,10 @@ class AsyncStateStore:
         """What the store keeps of an event (:meth:`StateStore.event`)."""
         return await self._read(StateStore.event, event_id)
 
+    async def room_version(self, room_id: str) -> str:
+        """The room's version (:meth:`StateStore.room_version`)."""
+        return await self._read(StateStore.room_version, room_id)
+
     async def auth_chain(self, event_ids: Iterable[str]) -> Set[str]:
         """Every auth ancestor of the events (:meth:`StateStore.auth_chain`)."""
         return await self._read(StateStore.auth_chain, list(event_ids))

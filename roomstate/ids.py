@@ -31,6 +31,7 @@ PREASSIGNED_TYPES = (
     "m.room.redaction",
     "m.room.history_visibility",
 )
+CREATE_TYPE_NID = 1
 MEMBER_TYPE_NID = 5
 EMPTY_STATE_KEY_NID = 1
 

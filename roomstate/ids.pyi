@@ -8,6 +8,7 @@ EVENT: Incomplete
 TYPE: Incomplete
 STATE_KEY: Incomplete
 PREASSIGNED_TYPES: Incomplete
+CREATE_TYPE_NID: int
 MEMBER_TYPE_NID: int
 EMPTY_STATE_KEY_NID: int
 

@@ -5,6 +5,8 @@ Every query runs in the thread's write transaction when there is one (a read
 inside a batch sees the batch), else in a read transaction begun only when a
 cache misses (:meth:`roomstate.transactions.Transactions.reading`).
 """
+import json
+
 import numpy as np
 
 from . import _core, _names
@@ -15,7 +17,7 @@ from .errors import MissingEventError, RoomStateError
 from .eventinfo import EventInfo
 from .events import HAS_AUTH, MEMBERSHIP_CODE, MEMBERSHIPS
 from .format import STATE_TABLES
-from .ids import EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, decode
+from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, decode
 from .blocks import BLOCK_KIND
 from .snapshots import SNAPSHOT_KIND
 from .statemap import StateDiff, StateMap
@@ -194,6 +196,29 @@ class Reader:
                 rejected=rec.rejected,
                 rejected_reason=rejected_reason,
             )
+
+    def room_version(self, room_id):
+        """The room version its create event names ("1" when it names none)."""
+        with self.reading() as tx:
+            room = self.room(tx, room_id)
+            create = 0
+            for enid in self.rooms.extremities(tx, room):  # the create event is in the state after each
+                rec = self.events.get(tx, enid)
+                if rec is not None and not rec.outlier:
+                    create = self.snaps.get(tx, rec.after, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID)
+                    break
+            rec = self.events.get(tx, create) if create else None
+            if rec is None:
+                raise MissingEventError(f"the create event of room {room_id!r} is not in its state")
+            if not rec.extras:
+                raise RoomStateError(
+                    f"the create event of room {room_id!r} was stored without its content "
+                    "(by a roomstate of format version 1)"
+                )
+            version = json.loads(self.ids.name(tx, STATE_KEY, rec.extras)).get("room_version", "1")
+            if not isinstance(version, str):
+                raise RoomStateError(f"the create event of room {room_id!r} names a room version that is not a string")
+            return version
 
     def auth_chain(self, event_ids):
         """Every auth ancestor of the events (the events themselves left out), as event IDs.

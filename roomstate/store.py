@@ -265,6 +265,13 @@ class StateStore:
         """
         return self._reader.event(event_id)
 
+    def room_version(self, room_id):
+        """The room's version: its create event's ``content.room_version``, "1" when it has
+        none.  Raises :class:`MissingEventError` for a room not stored (or whose create event
+        is not in its state), :class:`RoomStateError` when the create event was stored
+        without its content (by a roomstate of format version 1)."""
+        return self._reader.room_version(room_id)
+
     def auth_chain(self, event_ids):
         """Every auth ancestor of the given events, as a set of event IDs (the events
         themselves left out unless one is another's ancestor).

@@ -12,6 +12,7 @@ from . import _core
 from ._write import cached_nid
 from .blocks import empty_entries, entries_from
 from .errors import InvalidEventError, MissingEventError
+from .extras import EXTRAS_TYPES, extras_of
 from .events import HAS_AUTH, HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
 from .ids import EVENT, ROOM, STATE_KEY, TYPE
 from .snapshots import EMPTY_SNAPSHOT
@@ -79,7 +80,7 @@ class Writer:
         depth = p.depth if p.depth is not None else 1 + max_depth
         flags = (IS_STATE if is_state else 0) | (REJECTED if rejected else 0)
         sender, ts, auth_ids = p.sender, p.ts, p.auth_ids
-        sender_nid = 0
+        sender_nid = extras_nid = 0
         auth = ()
         if sender is not None or ts is not None or auth_ids is not None:
             flags |= HAS_AUTH
@@ -89,10 +90,16 @@ class Writer:
                 )
             if auth_ids:
                 auth = self.auth_events(tx, eid, room, auth_ids)
+        if type_ in EXTRAS_TYPES:
+            extras = extras_of(ev, type_, eid)
+            if extras is not None:
+                flags |= HAS_AUTH
+                # Extras are strings of the state-key kind, as user IDs are: one NID per distinct value.
+                extras_nid = cached_nid(to_nid[STATE_KEY], pending, "nid:k", extras) or ids.assign(tx, STATE_KEY, extras)
         ts = ts or 0
 
         if existing is not None:
-            self.check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid, auth)
+            self.check_same(tx, existing, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid, auth, extras_nid)
             if not existing.outlier or outlier:
                 return ADDED_NOTHING
         appendable = not known_nid  # a NID above every stored record: its record can be appended
@@ -109,7 +116,8 @@ class Writer:
             )
 
         rec = Record(
-            flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid, sender_nid, ts, auth
+            flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid, sender_nid, ts, auth,
+            extras_nid,
         )
         events.put(tx, enid, rec, append=appendable)
         # A brand-new NID has no marks yet; one that named a prev may have HAS_CHILD.
@@ -235,7 +243,7 @@ class Writer:
                 if not f & HAS_CHILD:
                     events.set_marks(tx, pnid, f | HAS_CHILD)
 
-    def check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid=0, auth=()):
+    def check_same(self, tx, rec, p, room, type_nid, skey_nid, prev_nids, flags, sender_nid=0, auth=(), extras_nid=0):
         """An event stored again must carry the same fields."""
 
         def differ(field, reason):
@@ -263,6 +271,8 @@ class Writer:
                 differ("origin_server_ts", "origin_server_ts")
             if rec.auth_events != auth:
                 differ("auth_events", "list of auth events")
+            if rec.extras != extras_nid:
+                differ("content", "content the authorization rules read")
 
     def given_state(self, tx, room, eid, given, parents):
         """The snapshot of a state someone else gave, stored as a delta against the closest candidate."""

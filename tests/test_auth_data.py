@@ -5,6 +5,8 @@ import pytest
 import roomstate
 from roomstate import EventInfo, InvalidEventError, MissingEventError
 
+from roomstate.ids import STATE_KEY
+
 from test_store import dump, ev, member
 
 from test_store import ROOM
@@ -126,3 +128,66 @@ def test_async_reads(tmp_path):
             assert await st.auth_chain(iter(["$m"])) == {"$create"}
 
     asyncio.run(main())
+
+
+def test_room_version_and_the_extras_kept(store):
+    room(store)  # its create event names room version 10
+    assert store.room_version(ROOM) == "10"
+    store.add_event(pdu("$v1-create", "m.room.create", "", room="!v1:x", content={"creator": A}))
+    assert store.room_version("!v1:x") == "1"  # none named: version 1
+    with pytest.raises(MissingEventError):
+        store.room_version("!nope:x")
+    # What the rules read of a content is kept (state-key strings of canonical JSON); the rest not.
+    tables, reader = store._tables, store._reader
+    with reader.reading() as tx:
+        def extras(eid):
+            rec = reader.record(tx, eid)[1]
+            return tables.ids.name(tx, STATE_KEY, rec.extras) if rec.extras else None
+
+        assert extras("$create") == '{"room_version":"10"}'
+        assert extras("$pl") == "{}"  # a power-levels content is kept whole, an empty one too
+        assert extras("$b-join") is None  # a plain join: the membership is in the record
+        assert extras("$msg") is None
+
+
+def test_extras_of_each_kind(store):
+    store.add_events([
+        pdu("$c", "m.room.create", "", content={"room_version": "9", "m.federate": False, "extra": [1, "x"]}),
+        pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 100}, "ban": 50}),
+        pdu("$jr", "m.room.join_rules", "", ["$pl"], ["$c"], content={"join_rule": "restricted", "allow": [], "x": 1}),
+        pdu("$j", "m.room.member", B, ["$jr"], ["$c"], sender=B,
+            content={"membership": "join", "join_authorised_via_users_server": A, "displayname": "b"}),
+        pdu("$r", "m.room.redaction", None, ["$j"], ["$c"], redacts="$j", content={"reason": "x"}),
+    ])
+    tables, reader = store._tables, store._reader
+    with reader.reading() as tx:
+        got = {eid: tables.ids.name(tx, STATE_KEY, reader.record(tx, eid)[1].extras) for eid in ("$c", "$pl", "$jr", "$j", "$r")}
+    assert got == {
+        "$c": '{"extra":[1,"x"],"m.federate":false,"room_version":"9"}',
+        "$pl": '{"ban":50,"users":{"@a:x":100}}',
+        "$jr": '{"allow":[],"join_rule":"restricted"}',
+        "$j": '{"join_authorised_via_users_server":"@a:x"}',
+        "$r": '{"redacts":"$j"}',
+    }
+    assert store.room_version(ROOM) == "9"
+
+
+@pytest.mark.parametrize("content, reason", [
+    ({"x": float("nan")}, "canonical JSON"),
+    ({1: "not a string key"}, "canonical JSON"),
+    ("not a mapping", "must be a mapping"),
+])
+def test_extras_that_cannot_be_kept_are_refused(store, content, reason):
+    store.add_event(pdu("$c", "m.room.create", "", content={"room_version": "10"}))
+    before = dump(store)
+    with pytest.raises(InvalidEventError, match=reason):
+        store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content=content))
+    assert dump(store) == before
+
+
+def test_the_same_event_again_with_other_rule_content_is_refused(store):
+    store.add_event(pdu("$c", "m.room.create", "", content={"room_version": "10"}))
+    store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 100}}))
+    store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 100}}))
+    with pytest.raises(InvalidEventError, match="content"):
+        store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 50}}))

@@ -482,24 +482,40 @@ def test_a_version_1_store_is_read_and_marked_version_2_before_a_write(tmp_path)
 def test_auth_sections(tables_v2, tables):
     events = tables_v2["events"]
     assert tables_v2["meta"][b"format"] == be(2)
-    # message-1 (NID 8): sender alice (2), a timestamp, auth events create (1), power levels (3),
-    # alice's join (2): ascending 1, 2, 3 as zigzag(8 - 1) = 14, then +1, +1; no extras.
+    names_k = {struct.unpack(">Q", k)[0]: v.decode() for k, v in tables_v2["names_k"].items()}
+    k_of = {v: k for k, v in names_k.items()}
+    # message-1 (NID 8): sender alice (state-key NID 2, as in version 1), a timestamp, auth
+    # events create (1), power levels (3), alice's join (2): ascending 1, 2, 3 as
+    # zigzag(8 - 1) = 14, then +1, +1; no extras.
     raw = events[be(8)]
     ts = 1_600_000_000_000 + 7000
     section = bytes([2]) + bytes(_leb128(ts)) + bytes.fromhex("03 0e 01 01 00")
     assert raw == bytes.fromhex("28 00 01 08 00 08 08 00 01 02") + bytes([len(section)]) + section + raw[-32:]
-    assert decode_record(raw, 8)["auth"] == dict(sender=K_ALICE, ts=ts, auth_events=[1, 2, 3], extras=0)
+    assert decode_record(raw, 8)["auth"] == dict(sender=k_of[ALICE], ts=ts, auth_events=[1, 2, 3], extras=0)
+    assert k_of[ALICE] == K_ALICE
     assert decode_record(raw, 8)["event_id"] == hid("message-1")
-    # Every record of room A has a section; without it, each is its version-1 record.
+    # Extras: what the rules read of a content, canonical JSON strings of the state-key kind.
+    create, pl, rules = (decode_record(events[be(n)], n) for n in (1, 3, 4))
+    assert names_k[create["auth"]["extras"]] == '{"room_version":"10"}'
+    assert names_k[pl["auth"]["extras"]] == '{"users":{"@alice:example.org":100}}'
+    assert names_k[rules["auth"]["extras"]] == '{"join_rule":"invite"}'
+    b_create = decode_record(events[be(B_NIDS[gen.B_CREATE])], B_NIDS[gen.B_CREATE])
+    assert names_k[b_create["auth"]["extras"]] == '{"room_version":"1"}'
+    # Every record of room A has a section; without it, each is its version-1 record, but
+    # for the state-key NIDs, which the extras strings moved up.
+    v1_names = {struct.unpack(">Q", k)[0]: v.decode() for k, v in tables["names_k"].items()}
     for nid in A.values():
         v2, v1 = decode_record(events[be(nid)], nid), decode_record(tables["events"][be(nid)], nid)
-        assert v2.pop("auth")["sender"] in {K_ALICE, K_BOB, K_CAROL, K_DAVE, K_ZOE, *range(K_USER01, K_USER01 + 30)}
+        assert names_k[v2.pop("auth")["sender"]].startswith("@")
         v2["flags"] &= ~8
+        if v1["flags"] & 1:  # IS_STATE
+            assert names_k[v2["state_key"]] == v1_names[v1["state_key"]]
+        del v2["state_key"], v1["state_key"]
         assert v2 == v1
-    # Tables other than the event records are those of version 1.
-    for name in TABLES:
-        if name not in ("events", "meta"):
-            assert tables_v2[name] == tables[name], name
+    # The strings of version 1 are all there; the tables that hold no state-key NIDs are unchanged.
+    assert set(v1_names.values()) < set(names_k.values())
+    for name in ("flags", "rooms", "names_r", "names_t"):
+        assert tables_v2[name] == tables[name], name
 
 
 def _leb128(v):
