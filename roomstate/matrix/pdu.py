@@ -82,7 +82,7 @@ class MatrixEvent:
             return NotImplemented
         return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: not hashable
 
     def parsed(self):
         """The engine's simplified shape of this event (:class:`roomstate._parse.ParsedEvent`)."""

@@ -34,7 +34,7 @@ _POWER_LEVELS_V11 = _POWER_LEVELS_V1 + ("invite",)
 
 # Content keys kept, by event type, for each combination of the version flags
 # that change them; built once per RoomVersion on first use.
-_content_keys_cache = {}
+_content_keys_cache: "dict[object, dict[str, object]]" = {}
 
 
 def _content_keys(v):
