@@ -204,7 +204,7 @@ IS_STATE, REJECTED, OUTLIER, HAS_AUTH, PLACEHOLDER, HASH_ID = _IS_STATE, _REJECT
 cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                         uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
                         const char* tail, Py_ssize_t nt, uint64_t sender=0, uint64_t ts=0, tuple auth=None,
-                        uint64_t extras=0):
+                        uint64_t extras=0, uint64_t reason=0):
     cdef Py_ssize_t n = len(prevs), i, pos = 0, na = 0, start, body
     cdef unsigned char small[256]
     cdef bytearray big = None
@@ -212,8 +212,8 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
     cdef uint64_t a, last
     if flags & _HAS_AUTH:
         na = len(auth)
-    if 10 * (9 + n + 6 + na) + nt > 256:
-        big = bytearray(10 * (9 + n + 6 + na) + nt)
+    if 10 * (9 + n + 7 + na) + nt > 256:
+        big = bytearray(10 * (9 + n + 7 + na) + nt)
         p = big
     pos += _put_varint(p + pos, flags)
     pos += _put_varint(p + pos, membership)
@@ -229,7 +229,7 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
     if flags & _HAS_AUTH:
         # The auth section: its length (a varint), then sender, origin_server_ts, the auth
         # event count and NIDs (ascending: the first as zigzag(nid - first), each next one
-        # as its distance from the one before), and the extras NID.  Written 3 bytes on (room
+        # as its distance from the one before), the extras NID and the rejection reason's NID.  Written 3 bytes on (room
         # for the length), then moved down behind the length.
         start = pos
         pos += 3
@@ -247,6 +247,7 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
                 pos += _put_varint(p + pos, a - last)
             last = a
         pos += _put_varint(p + pos, extras)
+        pos += _put_varint(p + pos, reason)
         body = pos - start - 3
         i = _put_varint(p + start, <uint64_t>body)
         memmove(p + start + i, p + start + 3, body)
@@ -258,7 +259,8 @@ cdef bytes _pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint6
 
 def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_nid,
                 uint64_t state_key_nid, uint64_t depth, uint64_t before, uint64_t after, tuple prevs,
-                bytes tail, uint64_t sender=0, uint64_t ts=0, tuple auth=(), uint64_t extras=0):
+                bytes tail, uint64_t sender=0, uint64_t ts=0, tuple auth=(), uint64_t extras=0,
+                uint64_t reason=0):
     """An event record (:func:`unpack_record` reads it back).
 
     Varints: flags, membership, room, type, state key, depth, before, after
@@ -267,7 +269,7 @@ def pack_record(uint64_t nid, uint64_t flags, uint64_t membership, uint64_t room
     (:func:`unpack_auth`); then ``tail`` (the event ID bytes).
     """
     return _pack_record(nid, flags, membership, room, type_nid, state_key_nid, depth, before, after, prevs, tail,
-                        len(tail), sender, ts, auth, extras)
+                        len(tail), sender, ts, auth, extras, reason)
 
 
 cdef Py_ssize_t _record_head(const unsigned char* raw, Py_ssize_t n, uint64_t* v) noexcept nogil:
@@ -312,11 +314,11 @@ cdef Py_ssize_t _skip_auth(const unsigned char* raw, Py_ssize_t n, Py_ssize_t po
 
 
 def unpack_auth(const unsigned char[::1] raw, uint64_t nid):
-    """``(sender, origin_server_ts, auth event NIDs, extras)`` of a record with flag
+    """``(sender, origin_server_ts, auth event NIDs, extras, reason)`` of a record with flag
     ``HAS_AUTH`` (:func:`pack_record` writes them); None for one without."""
     cdef Py_ssize_t n = raw.shape[0], pos, i, end
     cdef uint64_t v[9]
-    cdef uint64_t z, sender, ts, na, extras, a = 0
+    cdef uint64_t z, sender, ts, na, extras, reason, a = 0
     if n == 0:
         raise ValueError("empty event record")
     pos = _record_head(&raw[0], n, v)
@@ -345,9 +347,11 @@ def unpack_auth(const unsigned char[::1] raw, uint64_t nid):
         a = nid - <uint64_t>_unzigzag(z) if i == 0 else a + z
         auth.append(a)
     pos = _get_varint(&raw[0], end, pos, &extras)
+    if pos >= 0:
+        pos = _get_varint(&raw[0], end, pos, &reason)
     if pos != end:
         raise ValueError("malformed auth data in an event record")
-    return sender, ts, tuple(auth), extras
+    return sender, ts, tuple(auth), extras, reason
 
 
 cdef str _record_event_id(const unsigned char* raw, Py_ssize_t n):
@@ -397,10 +401,12 @@ cdef class Record:
     cdef readonly uint64_t ts
     cdef readonly tuple auth_events
     cdef readonly uint64_t extras
+    # The state-key NID of the reason the authorization rules rejected the event for (0: none).
+    cdef readonly uint64_t reason
 
     def __init__(self, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_, uint64_t state_key,
                  uint64_t depth, uint64_t before, uint64_t after, tuple prevs, event_id, uint64_t sender=0,
-                 uint64_t ts=0, tuple auth_events=(), uint64_t extras=0):
+                 uint64_t ts=0, tuple auth_events=(), uint64_t extras=0, uint64_t reason=0):
         self.flags = flags
         self.membership = membership
         self.room = room
@@ -415,6 +421,7 @@ cdef class Record:
         self.ts = ts
         self.auth_events = _untracked(auth_events)
         self.extras = extras
+        self.reason = reason
 
     @property
     def is_state(self):
@@ -434,11 +441,11 @@ cdef class Record:
         if _hash_id(self.event_id, packed):
             return _pack_record(nid, self.flags | _HASH_ID, self.membership, self.room, self.type, self.state_key,
                                 self.depth, self.before, self.after, self.prevs, <const char*>packed, 32,
-                                self.sender, self.ts, self.auth_events, self.extras)
+                                self.sender, self.ts, self.auth_events, self.extras, self.reason)
         cdef bytes raw = _utf8(self.event_id)
         return _pack_record(nid, self.flags, self.membership, self.room, self.type, self.state_key,
                             self.depth, self.before, self.after, self.prevs, raw, len(raw),
-                            self.sender, self.ts, self.auth_events, self.extras)
+                            self.sender, self.ts, self.auth_events, self.extras, self.reason)
 
     @staticmethod
     def unpack(raw, uint64_t nid):
@@ -449,9 +456,9 @@ cdef class Record:
         else:
             event_id = bytes(tail).decode("utf-8", "surrogatepass")
         if flags & _HAS_AUTH:
-            sender, ts, auth, extras = unpack_auth(raw, nid)
+            sender, ts, auth, extras, reason = unpack_auth(raw, nid)
             return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id,
-                          sender, ts, auth, extras)
+                          sender, ts, auth, extras, reason)
         return Record(flags & ~_HASH_ID, membership, room, type_, skey, depth, before, after, prevs, event_id)
 
 

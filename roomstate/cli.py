@@ -404,7 +404,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             why = "not a file" if os.path.exists(path) else "no such file"
             raise CommandError(f"roomstate: cannot read {path}: {why}", EXIT_BAD_INPUT)
     progress = not args.quiet and sys.stderr.isatty()
-    with _open_store(args.db, resolver=args.resolver, create=True, durable=not args.no_sync) as store:
+    with _open_store(
+        args.db, resolver=args.resolver, create=True, durable=not args.no_sync, check_auth=args.check_auth
+    ) as store:
         importer = run_import(
             store, args.files, batch_size=args.batch, skip_invalid=args.skip_invalid,
             max_held=args.max_held, progress=progress,
@@ -427,10 +429,10 @@ def _failure(exc: RoomStateError) -> CommandError:
 
 @contextmanager
 def _open_store(
-    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True
+    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True, check_auth: bool = False
 ) -> Iterator["roomstate.StateStore"]:
     try:
-        store = roomstate.open(db, resolver=resolver, readonly=not create, durable=durable)
+        store = roomstate.open(db, resolver=resolver, readonly=not create, durable=durable, check_auth=check_auth)
     except RoomStateError as exc:
         raise _failure(exc) from None
     with store:
@@ -742,6 +744,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="no fsync at commits (the store's durable=False): faster; a crash of the "
                         "machine, not of the process, may lose the last commits, or damage the store on a "
                         "file system that does not keep the order of writes")
+    p.add_argument("--check-auth", action="store_true",
+                   help="apply the Matrix authorization rules to every event (each must carry sender and "
+                        "auth_events); one that fails is stored rejected, with the rule it broke")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = command("state", cmd_state, "the state before (or after) an event, as JSON",

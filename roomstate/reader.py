@@ -179,7 +179,9 @@ class Reader:
             if rec.is_state and rec.type == MEMBER_TYPE_NID:
                 membership = MEMBERSHIPS[rec.membership - 1] if 1 <= rec.membership <= len(MEMBERSHIPS) else ""
             rejected_reason = None
-            if rec.rejected:
+            if rec.reason:
+                rejected_reason = ids.name(tx, STATE_KEY, rec.reason)
+            elif rec.rejected:
                 rejected_reason = "rejected by the caller (the event was given with rejected: true)"
             return EventInfo(
                 event_id=rec.event_id,

@@ -25,16 +25,21 @@ from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 
 
-def open(path, *, resolver=None, readonly=False, durable=True, map_size=None):  # noqa: A001
+def open(path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=False):  # noqa: A001
     """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`.
 
     ``resolver``: the default for merges (``"raise_on_conflict"``, ``"newest_event"``
     or a callable); ``readonly``: an existing store, no writes; ``durable=False``:
     commits not fsynced; ``map_size``: the LMDB map's initial size in bytes (it grows
-    by itself).  Raises :class:`StoreFormatError` when the path holds no roomstate
+    by itself); ``check_auth=True``: every event added is checked against the Matrix
+    authorization rules of its room version (it must carry ``sender`` and
+    ``auth_events``), and one that fails is stored rejected with the rule as its reason.
+    Raises :class:`StoreFormatError` when the path holds no roomstate
     store it can use, :class:`StorageError` when the disk or LMDB fails.
     """
-    return StateStore(path, resolver=resolver, readonly=readonly, durable=durable, map_size=map_size)
+    return StateStore(
+        path, resolver=resolver, readonly=readonly, durable=durable, map_size=map_size, check_auth=check_auth
+    )
 
 
 class StateStore:
@@ -44,10 +49,11 @@ class StateStore:
     from any thread, each in its own short read transaction.
     """
 
-    def __init__(self, path, *, resolver=None, readonly=False, durable=True, map_size=None):
+    def __init__(self, path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=False):
         self.path = path if isinstance(path, str) and path == MEMORY else os.fspath(path)
         self.readonly = bool(readonly)
         self.durable = bool(durable)
+        self.check_auth = bool(check_auth)
         self.resolver = resolver_of(resolver)
         self._tx = None
         self.backend = open_backend(self.path, readonly=self.readonly, durable=self.durable, map_size=map_size)
@@ -65,7 +71,7 @@ class StateStore:
         self._reader = Reader(self._tx, t)
         self._merger = Merger(t, self._reader, self)
         self._reader.merger = self._merger
-        self._writer = Writer(t, self._merger)
+        self._writer = Writer(t, self._merger, self.check_auth)
 
     def _check_format(self):
         tables = self._tables

@@ -28,12 +28,14 @@ def open(
     readonly: bool = False,
     durable: bool = True,
     map_size: int | None = None,
+    check_auth: bool = False,
 ) -> StateStore: ...
 
 class StateStore:
     path: str
     readonly: bool
     durable: bool
+    check_auth: bool
     resolver: Resolver
     backend: Incomplete
     @property
@@ -46,6 +48,7 @@ class StateStore:
         readonly: bool = False,
         durable: bool = True,
         map_size: int | None = None,
+        check_auth: bool = False,
     ) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> StateStore: ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from . import _core
 from ._write import cached_nid
 from .blocks import empty_entries, entries_from
+from .authcheck import AuthChecker
 from .errors import InvalidEventError, MissingEventError
 from .extras import EXTRAS_TYPES, extras_of
 from .events import HAS_AUTH, HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
@@ -24,7 +25,9 @@ TRIM_EVERY = 50_000
 
 
 class Writer:
-    def __init__(self, tables, merger):
+    def __init__(self, tables, merger, check_auth=False):
+        self.check_auth = bool(check_auth)
+        self.checker = AuthChecker(tables) if check_auth else None
         self.ids = tables.ids
         self.events = tables.events
         self.snaps = tables.snaps
@@ -106,9 +109,25 @@ class Writer:
         if missing and self.place_missing_prevs(tx, eid, p.prev_ids, prev_nids, prev_recs, outlier or given is not None):
             appendable = False
 
+        reason_nid = 0
         if outlier:
             before = after = 0
             flags |= OUTLIER
+            if self.check_auth and not rejected:
+                reason_nid = self.reject_for(tx, ev, p, auth, 0)
+                if reason_nid:
+                    flags |= REJECTED
+        elif self.check_auth and not rejected:
+            # The state before, then the rules against it, then the state after.
+            before, _ = self.states(
+                tx, room, room_id, eid, p.prev_ids, prev_recs, unsettled, given, resolver, 0, skey_nid, enid,
+            )
+            reason_nid = self.reject_for(tx, ev, p, auth, before)
+            if reason_nid:
+                flags |= REJECTED
+                after = before
+            else:
+                after = self.snaps.derive_state(tx, before, type_nid, skey_nid, enid) if is_state else before
         else:
             before, after = self.states(
                 tx, room, room_id, eid, p.prev_ids, prev_recs, unsettled, given, resolver,
@@ -117,7 +136,7 @@ class Writer:
 
         rec = Record(
             flags, membership, room, type_nid, skey_nid, depth, before, after, tuple(prev_nids), eid, sender_nid, ts, auth,
-            extras_nid,
+            extras_nid, reason_nid,
         )
         events.put(tx, enid, rec, append=appendable)
         # A brand-new NID has no marks yet; one that named a prev may have HAS_CHILD.
@@ -179,6 +198,15 @@ class Writer:
                 raise InvalidEventError("auth_events", f"auth event {aid!r} belongs to another room", eid)
             nids.add(anid)
         return tuple(sorted(nids))
+
+    def reject_for(self, tx, ev, p, auth, before):
+        """The state-key NID of the rule the event breaks (its reason, stored once per
+        wording), or 0 when the authorization rules allow it."""
+        reason = self.checker.check(tx, ev, p, auth, before)
+        if not reason:
+            return 0
+        ids = self.ids
+        return cached_nid(ids.to_nid[STATE_KEY], tx.pending, "nid:k", reason) or ids.assign(tx, STATE_KEY, reason)
 
     def place_missing_prevs(self, tx, eid, prev_ids, prev_nids, prev_recs, allowed):
         """Give prevs not stored yet a NID and a placeholder record (outliers and given
@@ -257,7 +285,9 @@ class Writer:
             differ("state_key", "state key")
         if tuple(prev_nids) != rec.prevs:
             differ("prev_events", "list of prev events")
-        if (rec.flags & (IS_STATE | REJECTED)) != flags & (IS_STATE | REJECTED):
+        # An event the rules rejected (it has a reason) may be given again either way.
+        compared = IS_STATE if rec.reason else IS_STATE | REJECTED
+        if (rec.flags & compared) != flags & compared:
             differ("rejected", "rejected flag")
         if rec.membership != p.membership:
             differ("content.membership", "membership")

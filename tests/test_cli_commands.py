@@ -178,6 +178,22 @@ def test_rooms_of_an_empty_store(tmp_path):
     assert run("rooms", "--db", tmp_path / "empty").stdout == ""
 
 
+# -- --check-auth ------------------------------------------------------------------------------
+
+
+def test_check_auth_rejects_the_events_that_break_the_rules(tmp_path):
+    events = list(workloads.hq(3000, seed=1))
+    expected = workloads.expected_rejections(events)
+    assert expected
+    path = tmp_path / "hq.jsonl"
+    workloads.write_jsonl(events, path)
+    for flag, want in (((), set()), (("--check-auth",), set(expected))):
+        db = tmp_path / f"s{len(flag)}"
+        assert cli.main(["import", str(path), "--db", str(db), "--resolver", "newest_event", "--quiet", *flag]) == 0
+        with roomstate.open(db, readonly=True) as store:
+            assert {e["event_id"] for e in events if store.event(e["event_id"]).rejected} == want
+
+
 # -- --no-sync ---------------------------------------------------------------------------------
 
 

@@ -131,9 +131,9 @@ def decode_record(raw, nid):
         nids = []
         for i, d in enumerate(deltas):
             nids.append(nid - unzigzag(d) if i == 0 else nids[-1] + d)
-        (extras,), p = varints(raw, 1, p)
+        (extras, reason), p = varints(raw, 2, p)
         assert p == end
-        auth = dict(sender=sender, ts=ts, auth_events=nids, extras=extras)
+        auth = dict(sender=sender, ts=ts, auth_events=nids, extras=extras, reason=reason)
         pos = end
     tail = raw[pos:]
     if flags & 32:  # HASH_ID
@@ -472,7 +472,7 @@ def test_a_version_1_store_is_read_and_marked_version_2_before_a_write(tmp_path)
     assert after["meta"][b"format"] == be(2)
     nid = A[hid("message-3")] + 1 + len(B_NIDS)  # the next event NID
     assert decode_record(after["events"][be(nid)], nid)["auth"] == dict(
-        sender=K_ALICE, ts=1, auth_events=[A[hid("create")]], extras=0
+        sender=K_ALICE, ts=1, auth_events=[A[hid("create")]], extras=0, reason=0
     )
 
 
@@ -486,12 +486,12 @@ def test_auth_sections(tables_v2, tables):
     k_of = {v: k for k, v in names_k.items()}
     # message-1 (NID 8): sender alice (state-key NID 2, as in version 1), a timestamp, auth
     # events create (1), power levels (3), alice's join (2): ascending 1, 2, 3 as
-    # zigzag(8 - 1) = 14, then +1, +1; no extras.
+    # zigzag(8 - 1) = 14, then +1, +1; no extras, no rejection reason.
     raw = events[be(8)]
     ts = 1_600_000_000_000 + 7000
-    section = bytes([2]) + bytes(_leb128(ts)) + bytes.fromhex("03 0e 01 01 00")
+    section = bytes([2]) + bytes(_leb128(ts)) + bytes.fromhex("03 0e 01 01 00 00")
     assert raw == bytes.fromhex("28 00 01 08 00 08 08 00 01 02") + bytes([len(section)]) + section + raw[-32:]
-    assert decode_record(raw, 8)["auth"] == dict(sender=k_of[ALICE], ts=ts, auth_events=[1, 2, 3], extras=0)
+    assert decode_record(raw, 8)["auth"] == dict(sender=k_of[ALICE], ts=ts, auth_events=[1, 2, 3], extras=0, reason=0)
     assert k_of[ALICE] == K_ALICE
     assert decode_record(raw, 8)["event_id"] == hid("message-1")
     # Extras: what the rules read of a content, canonical JSON strings of the state-key kind.

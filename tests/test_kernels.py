@@ -243,18 +243,19 @@ def test_event_records_round_trip(nid, head, prevs, tail):
     st.sets(st.integers(1, 2**63), max_size=12),
     st.integers(0, 2**64 - 1),
     st.text(min_size=1, max_size=50),
+    st.integers(0, 2**64 - 1),
 )
-def test_auth_sections_round_trip(nid, prevs, sender, ts, auth, extras, event_id):
+def test_auth_sections_round_trip(nid, prevs, sender, ts, auth, extras, event_id, reason):
     auth = tuple(sorted(auth))
     tail = event_id.encode("utf-8", "surrogatepass")
     flags = _records.HAS_AUTH | _records.IS_STATE
-    raw = _records.pack_record(nid, flags, 1, 2, 3, 4, 5, 6, 6, tuple(prevs), tail, sender, ts, auth, extras)
+    raw = _records.pack_record(nid, flags, 1, 2, 3, 4, 5, 6, 6, tuple(prevs), tail, sender, ts, auth, extras, reason)
     *fields, off = _records.unpack_record(raw, nid)
     assert fields == [flags, 1, 2, 3, 4, 5, 6, 6, tuple(prevs)]
     assert raw[off:] == tail  # the event ID after the auth section
-    assert _records.unpack_auth(raw, nid) == (sender, ts, auth, extras)
+    assert _records.unpack_auth(raw, nid) == (sender, ts, auth, extras, reason)
     rec = _records.Record.unpack(raw, nid)
-    assert (rec.sender, rec.ts, rec.auth_events, rec.extras) == (sender, ts, auth, extras)
+    assert (rec.sender, rec.ts, rec.auth_events, rec.extras, rec.reason) == (sender, ts, auth, extras, reason)
     assert rec.pack(nid) == raw
     for cut in range(off - 1, max(off - 8, 0), -1):  # cut inside the auth section
         with pytest.raises(ValueError):
