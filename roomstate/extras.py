@@ -68,4 +68,7 @@ def _encode(value, event_id):
     try:
         return encode(value, strict=False, path="content").decode("utf-8")
     except InvalidEventError as exc:  # NaN, keys that are not strings, objects JSON lacks, lone surrogates
-        raise InvalidEventError(exc.field, f"cannot be written as canonical JSON: {exc.reason}", event_id) from None
+        # The field is the fixed name; the path (made of the event's own keys, which may hold
+        # lone surrogates) goes into the reason, escaped, so that the message prints anywhere.
+        where, why = (t.encode("utf-8", "backslashreplace").decode("utf-8") for t in (exc.field, exc.reason))
+        raise InvalidEventError("content", f"cannot be written as canonical JSON: {where}: {why}", event_id) from None

@@ -175,13 +175,17 @@ def test_extras_of_each_kind(store):
 @pytest.mark.parametrize("content, reason", [
     ({"x": float("nan")}, "canonical JSON"),
     ({1: "not a string key"}, "canonical JSON"),
+    ({"\udfff": 1}, "canonical JSON"),  # a lone surrogate: no UTF-8
+    ({"users": {"@a:x": "\ud800"}}, "canonical JSON"),
     ("not a mapping", "must be a mapping"),
 ])
 def test_extras_that_cannot_be_kept_are_refused(store, content, reason):
     store.add_event(pdu("$c", "m.room.create", "", content={"room_version": "10"}))
     before = dump(store)
-    with pytest.raises(InvalidEventError, match=reason):
+    with pytest.raises(InvalidEventError, match=reason) as caught:
         store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content=content))
+    assert caught.value.field == "content"
+    str(caught.value).encode("utf-8")  # the message prints anywhere: no lone surrogate in it
     assert dump(store) == before
 
 
