@@ -12,6 +12,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -492,6 +493,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_event(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        info = store.event(args.event_id)
+    print(_dumps(dataclasses.asdict(info), indent=2))
+    return EXIT_OK
+
+
 def cmd_members(args: argparse.Namespace) -> int:
     with _open_store(args.db) as store:
         print(_json_list(sorted(store.members(args.event_id, args.membership, after=args.after))))
@@ -772,6 +780,12 @@ def _parser() -> argparse.ArgumentParser:
     db(p)
     p.add_argument("event_a", metavar="EVENT_A")
     p.add_argument("event_b", metavar="EVENT_B")
+
+    p = command("event", cmd_event, "what the store keeps of an event (sender, auth events, rejection and "
+                "its reason, ...), as JSON",
+                "roomstate event --db room.db '$hello'")
+    db(p)
+    p.add_argument("event_id", metavar="EVENT_ID")
 
     p = command("members", cmd_members, "the members of a room at an event, as a JSON list of user IDs",
                 "roomstate members --db room.db '$alice_leaves'",

@@ -15,7 +15,7 @@ import roomstate
 from roomstate import cli, workloads
 from test_cli import ENV, as_lines, one_line_error, run, stats_of, write_lines
 
-COMMANDS = ("import", "state", "current", "diff", "members", "rooms", "stats", "compact", "demo")
+COMMANDS = ("import", "state", "current", "diff", "event", "members", "rooms", "stats", "compact", "demo")
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,24 @@ def test_check_auth_rejects_the_events_that_break_the_rules(tmp_path):
         assert cli.main(["import", str(path), "--db", str(db), "--resolver", "newest_event", "--quiet", *flag]) == 0
         with roomstate.open(db, readonly=True) as store:
             assert {e["event_id"] for e in events if store.event(e["event_id"]).rejected} == want
+
+
+def test_event_prints_what_the_store_keeps_with_the_rejection_reason(tmp_path):
+    events = list(workloads.hq(3000, seed=1))
+    bad = next(iter(workloads.expected_rejections(events)))
+    path = tmp_path / "hq.jsonl"
+    workloads.write_jsonl(events, path)
+    db = tmp_path / "s"
+    assert cli.main(["import", str(path), "--db", str(db), "--resolver", "newest_event", "--quiet", "--check-auth"]) == 0
+    proc = run("event", "--db", db, bad)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    given = next(e for e in events if e["event_id"] == bad)
+    assert (info["event_id"], info["sender"], info["rejected"]) == (bad, given["sender"], True)
+    assert info["rejected_reason"].startswith(("rule ", "against the state before the event: rule "))
+    assert sorted(info["auth_events"]) == sorted(given["auth_events"])
+    proc = run("event", "--db", db, "$nope")
+    assert proc.returncode == 1 and proc.stderr.startswith("roomstate: ") and "\n" == proc.stderr[-1:]
 
 
 # -- --no-sync ---------------------------------------------------------------------------------
