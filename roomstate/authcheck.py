@@ -5,10 +5,9 @@ the state before it; one that fails is stored rejected, with the rule it broke a
 reason.  The rules read the auth events' fields from their records and their content from
 the extras (``roomstate.extras``).  Signatures are not checked: that is the caller's part.
 """
-import json
-
 from .errors import InvalidEventError, MissingEventError
 from .events import MEMBERSHIPS
+from .extras import stored_extras
 from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, ROOM, STATE_KEY, TYPE
 from .matrix import auth as rules
 from .matrix.versions import room_version as version_record
@@ -30,7 +29,7 @@ class AuthChecker:
     def event_dict(self, tx, rec):
         """A stored event as the rules read it: its fields, and of its content the extras."""
         ids = self.ids
-        content = json.loads(ids.name(tx, STATE_KEY, rec.extras)) if rec.extras else {}
+        content = stored_extras(ids, tx, rec)
         type_ = ids.name(tx, TYPE, rec.type)
         if rec.is_state and type_ == "m.room.member" and 1 <= rec.membership <= len(MEMBERSHIPS):
             content = {**content, "membership": MEMBERSHIPS[rec.membership - 1]}

@@ -20,10 +20,13 @@ event                                   extras
 """
 from collections.abc import Mapping
 
-from .errors import InvalidEventError
+import json
+
+from .errors import InvalidEventError, StoreFormatError
+from .ids import STATE_KEY
 from .matrix.canonical import encode
 
-__all__ = ["EXTRAS_TYPES", "extras_of"]
+__all__ = ["EXTRAS_TYPES", "extras_of", "stored_extras"]
 
 _ALL = None  # the whole content
 _KEYS = {
@@ -72,3 +75,18 @@ def _encode(value, event_id):
         # lone surrogates) goes into the reason, escaped, so that the message prints anywhere.
         where, why = (t.encode("utf-8", "backslashreplace").decode("utf-8") for t in (exc.field, exc.reason))
         raise InvalidEventError("content", f"cannot be written as canonical JSON: {where}: {why}", event_id) from None
+
+
+def stored_extras(ids, tx, rec):
+    """The extras of a stored event record as a dict ({} when it has none); a stored
+    value that is not a JSON object is a :class:`StoreFormatError`."""
+    if not rec.extras:
+        return {}
+    raw = ids.name(tx, STATE_KEY, rec.extras)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StoreFormatError(f"the store is damaged: the extras of event {rec.event_id!r} are not a JSON object")
+    return value

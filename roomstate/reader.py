@@ -5,7 +5,6 @@ Every query runs in the thread's write transaction when there is one (a read
 inside a batch sees the batch), else in a read transaction begun only when a
 cache misses (:meth:`roomstate.transactions.Transactions.reading`).
 """
-import json
 
 import numpy as np
 
@@ -15,6 +14,7 @@ from .blocks import empty_entries, frozen
 from ._records import IS_STATE, PLACEHOLDER
 from .errors import MissingEventError, RoomStateError
 from .eventinfo import EventInfo
+from .extras import stored_extras
 from .events import HAS_AUTH, MEMBERSHIP_CODE, MEMBERSHIPS
 from .format import STATE_TABLES
 from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, EVENT, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE, decode
@@ -217,7 +217,7 @@ class Reader:
                     f"the create event of room {room_id!r} was stored without its content "
                     "(by a roomstate of format version 1)"
                 )
-            version = json.loads(self.ids.name(tx, STATE_KEY, rec.extras)).get("room_version", "1")
+            version = stored_extras(self.ids, tx, rec).get("room_version", "1")
             if not isinstance(version, str):
                 raise RoomStateError(f"the create event of room {room_id!r} names a room version that is not a string")
             return version

@@ -3,6 +3,7 @@ from ._records import IS_STATE as IS_STATE, PLACEHOLDER as PLACEHOLDER
 from .blocks import BLOCK_KIND as BLOCK_KIND, empty_entries as empty_entries, frozen as frozen
 from .errors import MissingEventError as MissingEventError, RoomStateError as RoomStateError
 from .eventinfo import EventInfo as EventInfo
+from .extras import stored_extras as stored_extras
 from .events import HAS_AUTH as HAS_AUTH, MEMBERSHIP_CODE as MEMBERSHIP_CODE, MEMBERSHIPS as MEMBERSHIPS
 from .format import STATE_TABLES as STATE_TABLES
 from .ids import CREATE_TYPE_NID as CREATE_TYPE_NID, EMPTY_STATE_KEY_NID as EMPTY_STATE_KEY_NID, EVENT as EVENT, MEMBER_TYPE_NID as MEMBER_TYPE_NID, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE, decode as decode

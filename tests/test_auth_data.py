@@ -195,3 +195,21 @@ def test_the_same_event_again_with_other_rule_content_is_refused(store):
     store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 100}}))
     with pytest.raises(InvalidEventError, match="content"):
         store.add_event(pdu("$pl", "m.room.power_levels", "", ["$c"], ["$c"], content={"users": {A: 50}}))
+
+
+def test_damaged_extras_are_a_store_format_error(tmp_path):
+    import lmdb
+    import struct
+
+    path = tmp_path / "s"
+    with roomstate.open(path) as s:
+        s.add_event(pdu("$c", "m.room.create", "", content={"room_version": "10"}))
+        with s._reader.reading() as tx:
+            nid = s._reader.record(tx, "$c")[1].extras
+    env = lmdb.open(str(path), max_dbs=20)
+    with env.begin(write=True) as txn:
+        txn.put(struct.pack(">Q", nid), b"not json", db=env.open_db(b"names_k", txn=txn))
+    env.close()
+    with roomstate.open(path, readonly=True) as s:
+        with pytest.raises(roomstate.StoreFormatError, match="damaged"):
+            s.room_version(ROOM)

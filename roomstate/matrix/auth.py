@@ -447,7 +447,7 @@ def _check_member(event, auth_state, rv: RoomVersion, n: _Numbers, create) -> Op
 
     if membership == "join":
         j = f"{m}.{n.join}"
-        prev = event.get("prev_events") or ()
+        prev = event.get("prev_events") or []
         if (  # .1: the creator's first join
             len(prev) == 1
             and _ref_id(prev[0]) == create.get("event_id")
