@@ -69,19 +69,39 @@ def _version(rv) -> RoomVersion:
     return rv if isinstance(rv, RoomVersion) else _room_version(rv)
 
 
-def _cached(get_event: GetEvent) -> GetEvent:
-    """``get_event`` with each event fetched once (the steps read the same events often)."""
-    cache: dict = {}
+class EventGraph:
+    """``get_event`` with each event fetched once, and each event's auth event IDs (the
+    steps read the same events and edges many times in one resolution)."""
 
-    def get(event_id):
-        ev = cache.get(event_id)
+    __slots__ = ("_get", "_events", "_auth")
+
+    def __init__(self, get_event: GetEvent):
+        self._get = get_event
+        self._events: dict = {}
+        self._auth: dict = {}
+
+    def __call__(self, event_id):
+        ev = self._events.get(event_id)
         if ev is None:
-            ev = cache[event_id] = get_event(event_id)
+            ev = self._get(event_id)
             if ev is None:
                 raise MissingEventError(f"event {event_id!r} is not known", event_id)
+            self._events[event_id] = ev
         return ev
 
-    return get
+    def auth(self, event_id) -> tuple:
+        """The IDs of the event's auth events."""
+        ids = self._auth.get(event_id)
+        if ids is None:
+            raw = self(event_id).get("auth_events") or ()
+            if raw and type(raw[0]) is not str:
+                raw = _auth_ids(self(event_id))
+            ids = self._auth[event_id] = tuple(raw)
+        return ids
+
+
+def _graph(get_event) -> EventGraph:
+    return get_event if isinstance(get_event, EventGraph) else EventGraph(get_event)
 
 
 def _auth_ids(ev) -> list:
@@ -127,7 +147,7 @@ def resolve(
     rv = _version(room_version)
     if not state_sets:
         return {}
-    get = _cached(get_event)
+    get = EventGraph(get_event)
     if rv.state_res == "v1":
         return resolve_v1(rv, state_sets, get)
     return resolve_v2(rv, state_sets, get, auth_difference_of=auth_difference,
@@ -146,39 +166,25 @@ def unconflicted_and_conflicted(state_sets: Sequence[Mapping], *, missing_confli
     where those states have different event IDs for the same key") a key missing from some
     sets but with one event in the others is unconflicted.
     """
-    first = state_sets[0]
     if len(state_sets) == 1:
-        return dict(first), {}
-    unconflicted: dict = {}
+        return dict(state_sets[0]), {}
+    # The pairs (key, event) held by every set: one intersection of the items views.
+    common = state_sets[0].items() & state_sets[1].items()
+    for s in state_sets[2:]:
+        common &= s.items()
+    unconflicted = dict(common)
+    keys: set = set()
+    for s in state_sets:
+        keys.update(s.keys())
     conflicted: dict = {}
-    rest = state_sets[1:]
-    n = len(state_sets)
-    for key, eid in first.items():
-        for s in rest:
-            if s.get(key) != eid:
-                break
-        else:
-            unconflicted[key] = eid
+    for key in keys:
+        if key in unconflicted:
             continue
-        values = {eid}
-        for s in rest:
-            other = s.get(key)
-            if other is not None:
-                values.add(other)
+        values = {s[key] for s in state_sets if key in s}
         if len(values) == 1 and not missing_conflicts:
-            unconflicted[key] = eid
+            unconflicted[key] = values.pop()
         else:
             conflicted[key] = values
-    # Keys missing from the first set: conflicted in v2 (not in every set).
-    for i in range(1, n):
-        for key, eid in state_sets[i].items():
-            if key in first or key in conflicted or key in unconflicted:
-                continue
-            values = {s[key] for s in state_sets[i:] if key in s}
-            if len(values) == 1 and not missing_conflicts:
-                unconflicted[key] = eid
-            else:
-                conflicted[key] = values
     return unconflicted, conflicted
 
 
@@ -186,41 +192,41 @@ def auth_chain(event_ids: Iterable[str], get_event: GetEvent) -> set:
     """"Auth chain" (rooms v2, "Definitions"): the events reached by following
     ``auth_events`` links from ``event_ids``, recursively — without the given events
     themselves unless one is reached from another."""
+    g = _graph(get_event)
     seen: set = set()
     stack = []
     for eid in event_ids:
-        stack.extend(_auth_ids(get_event(eid)))
+        stack.extend(g.auth(eid))
     while stack:
         eid = stack.pop()
         if eid in seen:
             continue
         seen.add(eid)
-        stack.extend(a for a in _auth_ids(get_event(eid)) if a not in seen)
+        stack.extend(a for a in g.auth(eid) if a not in seen)
     return seen
 
 
-def _postorder(starts: Iterable[str], get_event: GetEvent, within=None) -> list:
+def _postorder(starts: Iterable[str], g: EventGraph, within=None, without=()) -> list:
     """The events reached from ``starts`` through ``auth_events`` (``starts`` included),
     each after all its auth events (a DFS post-order; with ``within``, the walk stays
-    inside that set)."""
+    inside that set; it never enters ``without``)."""
     order = []
-    done: set = set()
     entered: set = set()
+    auth = g.auth
     for start in starts:
         if start in entered:
             continue
         entered.add(start)
-        stack = [(start, iter(_auth_ids(get_event(start))))]
+        stack = [(start, iter(auth(start)))]
         while stack:
             eid, it = stack[-1]
             for a in it:
-                if a not in entered and (within is None or a in within):
+                if a not in entered and (within is None or a in within) and a not in without:
                     entered.add(a)
-                    stack.append((a, iter(_auth_ids(get_event(a)))))
+                    stack.append((a, iter(auth(a))))
                     break
             else:
                 stack.pop()
-                done.add(eid)
                 order.append(eid)
     return order
 
@@ -233,9 +239,14 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
     An event of S_i is in C_i only when it authorises another event of the chain (the
     spec's auth chain of an event does not hold the event itself; Synapse's does).
 
-    Computed in one walk: each event reached gets the bit mask of the chains holding it,
-    passed from the events citing it to their auth events in topological order.
+    Computed in two walks.  Below an event held by every set (unconflicted), every event
+    is in every C_i: the first walk marks those.  The second walks down from the other
+    state events, stopping at marked events, and gives each event it reaches the bit
+    mask of the chains holding it, passed from the events citing it to their auth events
+    in topological order.  No event outside these two walks is in any C_i.
     """
+    g = _graph(get_event)
+    auth = g.auth
     n = len(state_sets)
     full = (1 << n) - 1
     member: dict = {}  # event -> mask of the state sets holding it
@@ -243,14 +254,27 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
         bit = 1 << i
         for eid in s.values():
             member[eid] = member.get(eid, 0) | bit
-    order = _postorder(member, get_event)
+    everywhere: set = set()  # the auth chains of the unconflicted events: in every C_i
+    stack = []
+    others = []
+    for eid, m in member.items():
+        if m == full:
+            stack.extend(auth(eid))
+        else:
+            others.append(eid)
+    while stack:
+        eid = stack.pop()
+        if eid not in everywhere:
+            everywhere.add(eid)
+            stack.extend(auth(eid))
     chain: dict = {}  # event -> mask of the C_i holding it
-    for eid in reversed(order):  # each event before its auth events
-        down = chain.get(eid, 0) | member.get(eid, 0)
-        if not down:
-            continue
-        for a in _auth_ids(get_event(eid)):
-            chain[a] = chain.get(a, 0) | down
+    for eid in reversed(_postorder(others, g, without=everywhere)):  # each before its auth events
+        down = chain.get(eid, 0) | member[eid] if eid in member else chain.get(eid, 0)
+        for a in auth(eid):
+            if a not in everywhere:
+                chain[a] = chain.get(a, 0) | down
+    # An unconflicted event not in ``everywhere`` is in the C_i of the sets whose other
+    # events cite it, which the second walk found.
     return {eid for eid, m in chain.items() if m != full}
 
 
@@ -262,13 +286,14 @@ def conflicted_state_subgraph(conflicted_ids: Iterable[str], get_event: GetEvent
     One walk down from the conflicted events; an event is in the subgraph when it is
     reached (it descends from a conflicted event) and it reaches a conflicted event.
     """
+    g = _graph(get_event)
     conflicted = set(conflicted_ids)
     reaches: set = set()
-    for eid in _postorder(conflicted, get_event):  # auth events first
+    for eid in _postorder(conflicted, g):  # auth events first
         if eid in conflicted:
             reaches.add(eid)
             continue
-        for a in _auth_ids(get_event(eid)):
+        for a in g.auth(eid):
             if a in reaches:
                 reaches.add(eid)
                 break
@@ -314,14 +339,15 @@ def power_events_and_auth_ancestors(full: set, get_event: GetEvent, *, walk_with
     that finds the same X whenever every auth path between two of its events stays in
     the set, which the conflicted state subgraph ensures in v2.1.
     """
-    power = [eid for eid in full if is_power_event(get_event(eid))]
-    order = _postorder(power, get_event, within=full if walk_within_full else None)
+    g = _graph(get_event)
+    power = [eid for eid in full if is_power_event(g(eid))]
+    order = _postorder(power, g, within=full if walk_within_full else None)
     x_set = set(power)
     x_set.update(e for e in order if e in full)
     below: dict = {}  # event -> the events of X nearest below it
     for eid in order:  # auth events first
         near: set = set()
-        for a in _auth_ids(get_event(eid)):
+        for a in g.auth(eid):
             if a in x_set:
                 near.add(a)
             else:
