@@ -67,6 +67,8 @@ class Room:
         self.synapse = {}
         self.history = collections.defaultdict(list)  # key -> accepted events of that key
         self.counter = 0
+        self.merges = 0  # branches merged on the way
+        self.stale = False  # a state set was made stale for one key
 
     def ref(self, event_id):
         return [event_id, {"sha256": "aGFzaA"}] if self.v in ("1", "2") else event_id
@@ -207,6 +209,7 @@ def forked_rooms(draw):
                 b.state = _synapse_resolve(room, [b.state, branches[j].state])
                 b.tips = b.tips + branches[j].tips
                 b.depth = max(b.depth, branches[j].depth)
+                room.merges += 1
                 continue
         _action(draw, room, branches[i], levels, draw_ts)
     state_sets = [dict(b.state) for b in branches]
@@ -216,6 +219,7 @@ def forked_rooms(draw):
         if keys:
             key = draw(st.sampled_from(keys))
             s[key] = draw(st.sampled_from(room.history[key][: room.history[key].index(s[key])]))
+            room.stale = True
     return room, state_sets
 
 
@@ -325,6 +329,7 @@ def test_resolve_matches_synapse(case):
         assert ours == {k: e for k, e in theirs.items() if k not in dropped}, _explain(room, state_sets, ours, theirs)
         return
     store = SynapseStore(room)
+    _check_the_walks(room, state_sets, conflicted, store)
     as_synapse = stateres.resolve_v2(
         room.v, state_sets, room.get,
         auth_difference_of=lambda sets: store.difference([set(s.values()) for s in sets]),
@@ -337,6 +342,27 @@ def test_resolve_matches_synapse(case):
             SEEN[f"departure: {r}"] += 1
     if ours != state_sets[0]:
         SEEN["resolved state differs from the first set"] += 1
+
+
+def _check_the_walks(room, state_sets, conflicted, store):
+    """The walking steps against plain definitions: the auth difference of the spec (each
+    C_i the union of the auth chains of S_i's events, from plain walks), the conflicted
+    state subgraph, and (v2.1) step 1's walk within the full conflicted set finding what
+    the walk through every event finds."""
+    chains = [set().union(*(stateres.auth_chain([e], room.get) for e in s.values())) for s in state_sets]
+    diff = set.union(*chains) - set.intersection(*chains)
+    assert stateres.auth_difference(state_sets, room.get) == diff
+    conflicted_ids = set().union(*conflicted.values()) if conflicted else set()
+    subgraph = stateres.conflicted_state_subgraph(conflicted_ids, room.get)
+    below = conflicted_ids | stateres.auth_chain(conflicted_ids, room.get)
+    assert subgraph == {e for e in below if e in conflicted_ids or stateres.auth_chain([e], room.get) & conflicted_ids}
+    if room.v == "12" and conflicted:
+        full = stateres.full_conflicted_set(conflicted, diff, subgraph)
+        assert stateres.power_events_and_auth_ancestors(full, room.get) == \
+            stateres.power_events_and_auth_ancestors(full, room.get, walk_within_full=True)
+    SEEN["rejected events in the room"] += sum(1 for p in room.pdus.values() if p["rejected"])
+    SEEN["branch merges on the way"] += room.merges
+    SEEN["stale state sets"] += room.stale
 
 
 def _explain(room, state_sets, ours, theirs):

@@ -173,13 +173,12 @@ def unconflicted_and_conflicted(state_sets: Sequence[Mapping], *, missing_confli
     for s in state_sets[2:]:
         common &= s.items()
     unconflicted = dict(common)
+    agreed = unconflicted.keys()
     keys: set = set()
     for s in state_sets:
-        keys.update(s.keys())
+        keys |= s.keys() - agreed
     conflicted: dict = {}
     for key in keys:
-        if key in unconflicted:
-            continue
         values = {s[key] for s in state_sets if key in s}
         if len(values) == 1 and not missing_conflicts:
             unconflicted[key] = values.pop()
@@ -245,36 +244,38 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
     mask of the chains holding it, passed from the events citing it to their auth events
     in topological order.  No event outside these two walks is in any C_i.
     """
-    g = _graph(get_event)
+    unconflicted, conflicted = unconflicted_and_conflicted(state_sets)
+    return _auth_difference(state_sets, unconflicted, conflicted, _graph(get_event))
+
+
+def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: EventGraph) -> set:
     auth = g.auth
-    n = len(state_sets)
-    full = (1 << n) - 1
-    member: dict = {}  # event -> mask of the state sets holding it
-    for i, s in enumerate(state_sets):
-        bit = 1 << i
-        for eid in s.values():
-            member[eid] = member.get(eid, 0) | bit
-    everywhere: set = set()  # the auth chains of the unconflicted events: in every C_i
-    stack = []
-    others = []
-    for eid, m in member.items():
-        if m == full:
-            stack.extend(auth(eid))
-        else:
-            others.append(eid)
-    while stack:
-        eid = stack.pop()
-        if eid not in everywhere:
-            everywhere.add(eid)
-            stack.extend(auth(eid))
+    full = (1 << len(state_sets)) - 1
+    member: dict = {}  # conflicted event -> mask of the state sets holding it
+    for key in conflicted:
+        for i, s in enumerate(state_sets):
+            eid = s.get(key)
+            if eid is not None:
+                member[eid] = member.get(eid, 0) | (1 << i)
+    # The auth chains of the unconflicted events, level by level with set operations.
+    everywhere: set = set()
+    frontier: set = set()
+    for eid in unconflicted.values():
+        frontier.update(auth(eid))
+    while frontier:
+        everywhere |= frontier
+        below: set = set()
+        for eid in frontier:
+            below.update(auth(eid))
+        frontier = below - everywhere
     chain: dict = {}  # event -> mask of the C_i holding it
-    for eid in reversed(_postorder(others, g, without=everywhere)):  # each before its auth events
-        down = chain.get(eid, 0) | member[eid] if eid in member else chain.get(eid, 0)
+    for eid in reversed(_postorder(member, g, without=everywhere)):  # each before its auth events
+        down = chain.get(eid, 0) | member.get(eid, 0)
         for a in auth(eid):
             if a not in everywhere:
                 chain[a] = chain.get(a, 0) | down
-    # An unconflicted event not in ``everywhere`` is in the C_i of the sets whose other
-    # events cite it, which the second walk found.
+    # An unconflicted event outside ``everywhere`` is in the C_i of the sets whose
+    # conflicted events cite it (found by the second walk), and in no other.
     return {eid for eid, m in chain.items() if m != full}
 
 
@@ -542,29 +543,30 @@ def resolve_v2(rv, state_sets: Sequence[Mapping], get_event: GetEvent, *,
     unconflicted, conflicted = unconflicted_and_conflicted(state_sets)
     if not conflicted:
         return unconflicted
-    diff = (auth_difference(state_sets, get_event) if auth_difference_of is None
+    g = _graph(get_event)
+    diff = (_auth_difference(state_sets, unconflicted, conflicted, g) if auth_difference_of is None
             else auth_difference_of(state_sets))
     subgraph = ()
     if v21:
         conflicted_ids = set()
         for ids in conflicted.values():
             conflicted_ids.update(ids)
-        subgraph = (conflicted_state_subgraph(conflicted_ids, get_event) if conflicted_subgraph_of is None
+        subgraph = (conflicted_state_subgraph(conflicted_ids, g) if conflicted_subgraph_of is None
                     else conflicted_subgraph_of(conflicted_ids))
     full = full_conflicted_set(conflicted, diff, subgraph)
 
     # Step 1: X, the power events and their auth ancestors in the full conflicted set,
     # in the reverse topological power ordering.
-    x_set, before = power_events_and_auth_ancestors(full, get_event, walk_within_full=walk_within_full)
-    power_order = reverse_topological_power_ordering(x_set, before, get_event, rv)
+    x_set, before = power_events_and_auth_ancestors(full, g, walk_within_full=walk_within_full)
+    power_order = reverse_topological_power_ordering(x_set, before, g, rv)
     # Step 2: iterative auth checks from the unconflicted state map (v2) or, in v2.1,
     # from an empty state map (MSC4297, "Modification 1").
-    partial = iterative_auth_checks(rv, {} if v21 else unconflicted, power_order, get_event)
+    partial = iterative_auth_checks(rv, {} if v21 else unconflicted, power_order, g)
     # Step 3: the other events, in the mainline ordering based on the partially
     # resolved power levels.
-    rest = mainline_ordering([e for e in full if e not in x_set], partial.get(_PL_KEY), get_event)
+    rest = mainline_ordering([e for e in full if e not in x_set], partial.get(_PL_KEY), g)
     # Step 4: iterative auth checks on the partially resolved state.
-    resolved = iterative_auth_checks(rv, partial, rest, get_event)
+    resolved = iterative_auth_checks(rv, partial, rest, g)
     # Step 5.
     return reapply_unconflicted_state(resolved, unconflicted)
 
