@@ -27,6 +27,8 @@ import pytest
 from roomstate.matrix import auth, compute_event_id, stateres
 
 MEMBERS = int(os.environ.get("ROOMSTATE_BENCH_STATERES_MEMBERS", "3000"))
+#: Rounds of changes per branch (each: a kick, a ban, a leave, a join, a topic).
+ROUNDS = int(os.environ.get("ROOMSTATE_BENCH_STATERES_ROUNDS", "1"))
 ADMIN = "@admin:hs0.test"
 MODS = ["@mod1:hs1.test", "@mod2:hs2.test", "@mod3:hs3.test"]
 
@@ -38,7 +40,7 @@ def _user(i: int) -> str:
 class Room:
     """PDUs of a forked room, by event ID, in the shape ``stateres`` reads."""
 
-    def __init__(self, v: str, members: int, branches: int):
+    def __init__(self, v: str, members: int, branches: int, rounds: int = 1):
         self.v = v
         self.events: dict[str, dict] = {}
         self.ts = 0
@@ -68,12 +70,14 @@ class Room:
         for b in range(branches):
             s, t = dict(state), list(tip)
             mod = MODS[b % len(MODS)]
-            k = 10 * b
-            self.send(s, t, "m.room.member", mod, {"membership": "leave"}, _user(k + 1))  # a kick
-            self.send(s, t, "m.room.member", mod, {"membership": "ban"}, _user(k + 2))
-            self.send(s, t, "m.room.member", _user(k + 3), {"membership": "leave"}, _user(k + 3))
-            self.send(s, t, "m.room.member", f"@new{b}:hs9.test", {"membership": "join"}, f"@new{b}:hs9.test")
-            self.send(s, t, "m.room.topic", mod, {"topic": f"branch {b}"}, "")
+            for r in range(rounds):
+                k = 10 * (b + branches * r)
+                self.send(s, t, "m.room.member", mod, {"membership": "leave"}, _user(k + 1))  # a kick
+                self.send(s, t, "m.room.member", mod, {"membership": "ban"}, _user(k + 2))
+                self.send(s, t, "m.room.member", _user(k + 3), {"membership": "leave"}, _user(k + 3))
+                new = f"@new{b}.{r}:hs9.test"
+                self.send(s, t, "m.room.member", new, {"membership": "join"}, new)
+                self.send(s, t, "m.room.topic", mod, {"topic": f"branch {b} round {r}"}, "")
             if b == 0:  # the admin demotes mod2, who kicks on branch 1
                 demoted = {**self.levels, "users": {**users, MODS[1]: 0}}
                 self.send(s, t, "m.room.power_levels", ADMIN, demoted, "")
@@ -160,7 +164,7 @@ def _synapse(room: Room):
 @pytest.mark.parametrize("branches", (2, 10), ids=lambda b: f"b{b}")
 @pytest.mark.parametrize("v", ("10", "12"), ids=lambda v: f"v{v}")
 def test_stateres_against_synapse(benchmark, bench, v, branches):
-    room = Room(v, MEMBERS, branches)
+    room = Room(v, MEMBERS, branches, ROUNDS)
     sets = room.state_sets
     get = room.events.__getitem__
     ours: list[dict] = []
@@ -182,6 +186,7 @@ def test_stateres_against_synapse(benchmark, bench, v, branches):
         "room_version": v,
         "branches": branches,
         "state_keys": len(room.base),
+        "rounds_per_branch": ROUNDS,
         "conflicted_keys": len(conflicted),
         "ms_median": statistics.median(seconds) * 1e3,
     }

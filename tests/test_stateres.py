@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from roomstate.errors import MissingEventError
+from roomstate.errors import InvalidEventError, MissingEventError
 from roomstate.matrix import resolve, stateres
 from stateres_rooms import ALICE, BOB, CHARLIE, EVELYN, ZARA, Events, Graph, changed_at_end, ev, levels, member
 
@@ -482,3 +482,14 @@ def test_v1_a_missing_key_is_not_a_conflict_and_members_resolve_after_power():
     # With Bob's membership agreed, his power levels pass after pl: p7.
     sets = [base, {**base, ("m.room.power_levels", ""): p7}]
     assert resolve("1", sets, room.get)[("m.room.power_levels", "")] == p7
+
+
+def test_auth_events_in_a_cycle_are_an_invalid_event_error():
+    # Two power levels events each citing the other: no topological ordering exists.
+    room, create, ma, pl = _flat_events()
+    room.add("PX", "m.room.power_levels", ALICE, {"users": {ALICE: 100}}, "", [create, ma, "$PY:a.test"])
+    room.add("PY", "m.room.power_levels", ALICE, {"users": {ALICE: 100}}, "", [create, ma, "$PX:a.test"])
+    s = room.state(create, ma)
+    sets = [{**s, ("m.room.power_levels", ""): "$PX:a.test"}, {**s, ("m.room.power_levels", ""): "$PY:a.test"}]
+    with pytest.raises(InvalidEventError, match="cycle"):
+        resolve("10", sets, room.get)

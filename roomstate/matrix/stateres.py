@@ -33,7 +33,7 @@ from hashlib import sha1
 from heapq import heapify, heappop, heappush
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from ..errors import MissingEventError
+from ..errors import InvalidEventError, MissingEventError
 from . import auth as rules
 from .versions import RoomVersion, room_version as _room_version
 
@@ -168,17 +168,19 @@ def unconflicted_and_conflicted(state_sets: Sequence[Mapping], *, missing_confli
     """
     if len(state_sets) == 1:
         return dict(state_sets[0]), {}
-    # The pairs (key, event) held by every set: one intersection of the items views.
-    common = state_sets[0].items() & state_sets[1].items()
-    for s in state_sets[2:]:
-        common &= s.items()
-    unconflicted = dict(common)
-    agreed = unconflicted.keys()
-    keys: set = set()
-    for s in state_sets:
-        keys |= s.keys() - agreed
+    # The keys some set does not hold with the first set's event: those of every other
+    # set whose event differs, and those of the first set another one lacks.
+    first = state_sets[0]
+    first_get = first.get
+    first_keys = first.keys()
+    differ: set = set()
+    for s in state_sets[1:]:
+        differ.update([k for k, e in s.items() if first_get(k) != e])
+        differ |= first_keys - s.keys()
+    unconflicted = dict(first)
     conflicted: dict = {}
-    for key in keys:
+    for key in differ:
+        unconflicted.pop(key, None)
         values = {s[key] for s in state_sets if key in s}
         if len(values) == 1 and not missing_conflicts:
             unconflicted[key] = values.pop()
@@ -359,11 +361,14 @@ def power_events_and_auth_ancestors(full: set, get_event: GetEvent, *, walk_with
     return x_set, {x: below[x] for x in x_set}
 
 
-def sender_power_level(ev, get_event: GetEvent, rv) -> int:
+def sender_power_level(ev, get_event: GetEvent, rv, cache: Optional[dict] = None) -> int:
     """The power level of an event's sender "when looking at their respective
     ``auth_events``" (rooms v2, "Reverse topological power ordering"): the level the
     authorization rules give the sender in the state formed by the event's auth events
-    (room version 12: with the create event the room ID names)."""
+    (room version 12: with the create event the room ID names).
+
+    ``cache``: a dict kept across calls, by sender and power-levels and create events.
+    """
     rv = _version(rv)
     state = {}
     for a in _auth_ids(ev):
@@ -375,7 +380,15 @@ def sender_power_level(ev, get_event: GetEvent, rv) -> int:
         create = ev if ev.get("type") == rules.CREATE else _create_of(ev.get("room_id"), get_event)
         if create is not None:
             state[_CREATE_KEY] = create
-    return rules.power_level_of(ev.get("sender"), state, rv)
+    sender = ev.get("sender")
+    if cache is None:
+        return rules.power_level_of(sender, state, rv)
+    pl, create = state.get(_PL_KEY), state.get(_CREATE_KEY)
+    memo = (sender, pl["event_id"] if pl is not None else None, create["event_id"] if create is not None else None)
+    level = cache.get(memo)
+    if level is None:
+        level = cache[memo] = rules.power_level_of(sender, state, rv)
+    return level
 
 
 def reverse_topological_power_ordering(events: set, before: Mapping, get_event: GetEvent, rv) -> list:
@@ -384,6 +397,14 @@ def reverse_topological_power_ordering(events: set, before: Mapping, get_event: 
     (``before[x]``: the events that must come before x), earliest first, by Kahn's
     algorithm choosing the smallest ready event: greater sender power level first, then
     smaller ``origin_server_ts``, then smaller ``event_id``."""
+    rv = _version(rv)
+    g = _graph(get_event)
+    levels: dict = {}
+
+    def key(eid):
+        ev = g(eid)
+        return (-sender_power_level(ev, g, rv, levels), ev.get("origin_server_ts", 0), eid)
+
     waiting: dict = {}
     after: dict = {}
     ready = []
@@ -393,7 +414,7 @@ def reverse_topological_power_ordering(events: set, before: Mapping, get_event: 
         for d in deps:
             after.setdefault(d, []).append(x)
         if not deps:
-            ready.append(_power_key(x, get_event, rv))
+            ready.append(key(x))
     heapify(ready)
     out = []
     while ready:
@@ -402,15 +423,11 @@ def reverse_topological_power_ordering(events: set, before: Mapping, get_event: 
         for y in after.get(x, ()):
             waiting[y] -= 1
             if waiting[y] == 0:
-                heappush(ready, _power_key(y, get_event, rv))
+                heappush(ready, key(y))
     if len(out) != len(events):
-        raise ValueError("the auth events of the full conflicted set form a cycle")
+        stuck = min(x for x in events if waiting[x])
+        raise InvalidEventError("auth_events", "the auth events form a cycle", stuck)
     return out
-
-
-def _power_key(eid, get_event, rv):
-    ev = get_event(eid)
-    return (-sender_power_level(ev, get_event, rv), ev.get("origin_server_ts", 0), eid)
 
 
 def iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_event: GetEvent) -> dict:
