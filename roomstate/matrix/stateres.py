@@ -244,7 +244,7 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
     is in every C_i: the first walk marks those.  The second walks down from the other
     state events, stopping at marked events, and gives each event it reaches the bit
     mask of the chains holding it, passed from the events citing it to their auth events
-    in topological order.  No event outside these two walks is in any C_i.
+    in topological order.  Every event of every C_i is met by one of the two walks.
     """
     unconflicted, conflicted = unconflicted_and_conflicted(state_sets)
     return _auth_difference(state_sets, unconflicted, conflicted, _graph(get_event))
