@@ -493,3 +493,24 @@ def test_auth_events_in_a_cycle_are_an_invalid_event_error():
     sets = [{**s, ("m.room.power_levels", ""): "$PX:a.test"}, {**s, ("m.room.power_levels", ""): "$PY:a.test"}]
     with pytest.raises(InvalidEventError, match="cycle"):
         resolve("10", sets, room.get)
+
+
+def test_step_1_takes_every_auth_ancestor_in_the_full_conflicted_set():
+    # rooms v2, Algorithm step 1: X is the power events of the full conflicted set and
+    # "the events in the auth chain of P which also belong to the full conflicted set" —
+    # the whole auth chain.  Alice kicks Carol (K), citing power levels Z that Bob sent
+    # citing his join MB1; Z is in both states, MB1 only in one (Bob left in the other).
+    # MB1 is in K's auth chain through Z, outside the full conflicted set: it joins X and
+    # sorts before K.  A walk through the full conflicted set alone (Synapse's) misses it.
+    room, create, ma, pl = _flat_events()
+    mb1 = room.add("MB1", "m.room.member", BOB, {"membership": "join"}, BOB, [create, pl])
+    z = room.add("Z", "m.room.power_levels", BOB, {"users": {ALICE: 100, BOB: 50}}, "", [create, mb1, pl])
+    mc = room.add("MC", "m.room.member", CHARLIE, {"membership": "join"}, CHARLIE, [create, z])
+    mb2 = room.add("MB2", "m.room.member", BOB, {"membership": "leave"}, BOB, [create, mb1, z])
+    k = room.add("K", "m.room.member", ALICE, {"membership": "leave"}, CHARLIE, [create, ma, mc, z])
+    full = {k, mc, mb1, mb2}
+    x, before = stateres.power_events_and_auth_ancestors(full, room.get)
+    assert x == {k, mc, mb1} and before[k] == {mc, mb1}
+    x, before = stateres.power_events_and_auth_ancestors(full, room.get, walk_within_full=True)
+    assert x == {k, mc} and before[k] == {mc}
+    assert stateres.reverse_topological_power_ordering({k, mc, mb1}, {k: {mc, mb1}}, room.get, "10")[-1] == k
