@@ -443,32 +443,40 @@ def iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_even
     event "should not appear in the process").
     """
     rv = _version(rv)
+    g = _graph(get_event)
     resolved = dict(state)
     create_v12 = None
     for eid in event_ids:
-        ev = get_event(eid)
-        auth_events = [get_event(a) for a in _auth_ids(ev)]
-        if rv.room_id_from_create and create_v12 is None and ev.get("type") != rules.CREATE:
-            create_v12 = _create_of(ev.get("room_id"), get_event)
-        if ev.get("rejected") and rules.check_auth_events(ev, auth_events, rv, create_event=create_v12):
+        ev = g(eid)
+        if "state_key" not in ev:
             continue
-        by_key = {}
-        for aev in auth_events:
-            if not aev.get("rejected") and "state_key" in aev:
-                by_key[(aev["type"], aev["state_key"])] = aev
+        if rv.room_id_from_create and create_v12 is None and ev.get("type") != rules.CREATE:
+            create_v12 = _create_of(ev.get("room_id"), g)
+        if ev.get("rejected") and rules.check_auth_events(ev, [g(a) for a in g.auth(eid)], rv,
+                                                          create_event=create_v12):
+            continue
+        by_key = None  # the event's accepted auth events by key, when the state lacks one
         auth_state = {}
         for key in rules.auth_types_for_event(ev, rv):
             have = resolved.get(key)
             if have is not None:
-                auth_state[key] = get_event(have)
-            elif key in by_key:
-                auth_state[key] = by_key[key]
+                auth_state[key] = g(have)
+                continue
+            if by_key is None:
+                by_key = {}
+                for a in g.auth(eid):
+                    aev = g(a)
+                    if not aev.get("rejected") and "state_key" in aev:
+                        by_key[(aev["type"], aev["state_key"])] = aev
+            aev = by_key.get(key)
+            if aev is not None:
+                auth_state[key] = aev
         if rv.room_id_from_create and _CREATE_KEY not in auth_state:
             have = resolved.get(_CREATE_KEY)
-            create = get_event(have) if have is not None else create_v12
+            create = g(have) if have is not None else create_v12
             if create is not None:
                 auth_state[_CREATE_KEY] = create
-        if "state_key" in ev and rules.check(ev, auth_state, rv) is None:
+        if rules.check(ev, auth_state, rv) is None:
             resolved[(ev["type"], ev["state_key"])] = eid
     return resolved
 
