@@ -195,7 +195,7 @@ def auth_chain(event_ids: Iterable[str], get_event: GetEvent) -> set:
     themselves unless one is reached from another."""
     g = _graph(get_event)
     seen: set = set()
-    stack = []
+    stack: list = []
     for eid in event_ids:
         stack.extend(g.auth(eid))
     while stack:
@@ -571,7 +571,7 @@ def resolve_v2(rv, state_sets: Sequence[Mapping], get_event: GetEvent, *,
     g = _graph(get_event)
     diff = (_auth_difference(state_sets, unconflicted, conflicted, g) if auth_difference_of is None
             else auth_difference_of(state_sets))
-    subgraph = ()
+    subgraph: Iterable[str] = ()
     if v21:
         conflicted_ids = set()
         for ids in conflicted.values():
