@@ -353,7 +353,7 @@ def test_resolve_matches_synapse(case):
             cause = "X walk"
         else:
             cause = "auth difference and X walk together"
-        SEEN[f"departure: {cause}"] += 1
+        SEEN[f"departure: {cause} (v{room.v})"] += 1
     if ours != state_sets[0]:
         SEEN["resolved state differs from the first set"] += 1
 

@@ -7,22 +7,26 @@ of MSC4297 ("State Resolution v2.1").  Each step of the algorithm is a function 
 after the spec's term; docstrings paraphrase the spec and name the section.
 
 The functions are pure: they read events through ``get_event(event_id) -> dict`` (the
-shape :func:`roomstate.matrix.auth.check` reads, with ``auth_events`` a list of IDs,
-``depth``, ``origin_server_ts`` and ``rejected``) and return new values.  The
-authorization rules are :mod:`roomstate.matrix.auth`'s, never re-written here.
+shape :func:`roomstate.matrix.auth.check` reads — ``event_id``, ``room_id``, ``type``,
+``state_key``, ``sender``, ``content`` — with ``auth_events`` a list of IDs, ``depth``,
+``origin_server_ts`` and ``rejected``) and return new values; each step also takes an
+:class:`EventGraph` (``get_event`` with a cache of events and auth event IDs), which
+:func:`resolve` makes once per resolution.  The authorization rules are
+:mod:`roomstate.matrix.auth`'s, never re-written here.
 
 Where the specification and Synapse (the reference homeserver) read a step differently,
 this module follows the specification and says so where the step is implemented:
 
-- *Auth difference* (v2): the full auth chain of a state set is the union of the auth
+- *Auth difference* (v2 and v2.1): the full auth chain of a state set is the union of the auth
   chains of its events, and an event's auth chain holds its auth events, recursively —
   not the event itself.  Synapse counts the state set's own events as part of its chain.
 - *Algorithm* step 1 (v2): X is the power events of the full conflicted set plus every
-  event of their (whole) auth chains that is in the full conflicted set, ordered by the
-  auth DAG over X.  Synapse walks the auth events only through the full conflicted set,
+  event of their (whole) auth chains that is in the full conflicted set, ordered so that
+  each event of X comes after every event of X in its auth chain.  Synapse walks the auth events only through the full conflicted set,
   so it can miss an event of the set reached through an event outside it (in v2.1 the
   conflicted state subgraph closes those gaps: both readings agree there).
-- *Power events* are those the spec names; Synapse also counts the create event.
+- *Power events* are those the spec names (power levels and join rules of any state
+  key); Synapse also counts the create event, and only the empty state key.
 - *Rejected events* met in the full conflicted set are checked again like any other
   ("Rejected events": they are "handled as usual by the algorithm"); Synapse keeps them
   out of the resolved state.
@@ -41,6 +45,7 @@ __all__ = [
     "resolve",
     "resolve_v1",
     "resolve_v2",
+    "EventGraph",
     "unconflicted_and_conflicted",
     "auth_chain",
     "auth_difference",
