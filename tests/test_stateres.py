@@ -264,6 +264,9 @@ def test_auth_difference_is_the_union_minus_the_intersection_of_the_auth_chains(
     # Three sets: {d}: {c, b, a}; {c}: {b, a}; {a}: {}.
     assert stateres.auth_difference([room.state(d), room.state(c), room.state(a)], room.get) == {a, b, c}
     assert stateres.auth_chain([d], room.get) == {a, b, c}
+    # Counting each set's own events in its chain (Synapse's reading): {a, b} against
+    # {c, b, a}: the difference is {c}.
+    assert stateres.auth_difference([room.state(a, b), room.state(c)], room.get, with_state_events=True) == {c}
 
 
 def test_conflicted_state_subgraph_is_the_paths_between_conflicted_events():

@@ -366,6 +366,8 @@ def _check_the_walks(room, state_sets, conflicted, store):
     chains = [set().union(*(stateres.auth_chain([e], room.get) for e in s.values())) for s in state_sets]
     diff = set.union(*chains) - set.intersection(*chains)
     assert stateres.auth_difference(state_sets, room.get) == diff
+    assert stateres.auth_difference(state_sets, room.get, with_state_events=True) == \
+        store.difference([set(s.values()) for s in state_sets])
     conflicted_ids = set().union(*conflicted.values()) if conflicted else set()
     subgraph = stateres.conflicted_state_subgraph(conflicted_ids, room.get)
     below = conflicted_ids | stateres.auth_chain(conflicted_ids, room.get)

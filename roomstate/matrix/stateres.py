@@ -237,7 +237,7 @@ def _postorder(starts: Iterable[str], g: EventGraph, within=None, without=()) ->
     return order
 
 
-def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
+def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent, *, with_state_events: bool = False) -> set:
     """"Auth difference" (rooms v2, "Definitions"): with C_i the full auth chain of state
     set S_i — the union of the auth chains of its events — the events in some C_i but not
     in all: ∪ C_i − ∩ C_i.
@@ -250,12 +250,16 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent) -> set:
     state events, stopping at marked events, and gives each event it reaches the bit
     mask of the chains holding it, passed from the events citing it to their auth events
     in topological order.  Every event of every C_i is met by one of the two walks.
+
+    ``with_state_events=True`` counts each S_i in its C_i, as Synapse does (not the spec):
+    for a resolution that must agree with Synapse's, give ``resolve`` that difference.
     """
     unconflicted, conflicted = unconflicted_and_conflicted(state_sets)
-    return _auth_difference(state_sets, unconflicted, conflicted, _graph(get_event))
+    return _auth_difference(state_sets, unconflicted, conflicted, _graph(get_event), with_state_events)
 
 
-def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: EventGraph) -> set:
+def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: EventGraph,
+                     with_state_events: bool = False) -> set:
     auth = g.auth
     full = (1 << len(state_sets)) - 1
     member: dict = {}  # conflicted event -> mask of the state sets holding it
@@ -283,6 +287,12 @@ def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: 
                 chain[a] = chain.get(a, 0) | down
     # An unconflicted event outside ``everywhere`` is in the C_i of the sets whose
     # conflicted events cite it (found by the second walk), and in no other.
+    if with_state_events:
+        for eid, m in member.items():
+            if eid not in everywhere:
+                chain[eid] = chain.get(eid, 0) | m
+        for eid in unconflicted.values():
+            chain[eid] = full
     return {eid for eid, m in chain.items() if m != full}
 
 
