@@ -147,7 +147,9 @@ def resolve(
     ``auth_difference(state_sets)`` and ``conflicted_subgraph(conflicted_event_ids)``, when
     given, return those sets of event IDs (from an index, say); when None they are computed
     by walking ``auth_events`` through ``get_event`` (:func:`auth_difference`,
-    :func:`conflicted_state_subgraph` — the reference an index is tested against).
+    :func:`conflicted_state_subgraph` — the reference an index is tested against).  v1
+    uses neither (it orders by ``depth`` and reads only the conflicting events and the
+    state's auth events); v2 uses no subgraph.
     """
     rv = _version(room_version)
     if not state_sets:
