@@ -827,6 +827,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"events to generate (default: {DEFAULT_DEMO_EVENTS:,})")
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    from .synapse.cli import add_command as add_synapse_command  # the synapse subcommands
+
+    add_synapse_command(sub, command, db)
     return parser
 
 
