@@ -218,15 +218,18 @@ class Homeserver:
             f.write(_LOG_CONFIG.format(log=json.dumps(self.log)))
         self.proc: Optional[subprocess.Popen] = None
         self._local = threading.local()
+        self._conns: List[http.client.HTTPConnection] = []  # every thread's, closed by stop()
+        self._stdout: Any = None
 
     def start(self) -> "Homeserver":
         subprocess.run([sys.executable, "-m", "synapse.app.homeserver", "-c", self.config_path, "--generate-keys"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.dir)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONWARNINGS"] = "ignore"
+        self._stdout = open(os.path.join(self.dir, "stdout.log"), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", self.config_path],
-            cwd=self.dir, env=env, stdout=open(os.path.join(self.dir, "stdout.log"), "wb"), stderr=subprocess.STDOUT,
+            cwd=self.dir, env=env, stdout=self._stdout, stderr=subprocess.STDOUT,
         )
         _wait_for_port(self.port, self.proc, START_TIMEOUT, self.log)
         deadline = time.monotonic() + START_TIMEOUT
@@ -240,6 +243,9 @@ class Homeserver:
                 time.sleep(0.2)
 
     def stop(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -248,12 +254,16 @@ class Homeserver:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self._stdout is not None:
+            self._stdout.close()
+            self._stdout = None
 
     # -- HTTP ------------------------------------------------------------------------
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self._conns.append(conn)
         return conn
 
     def request(self, method: str, path: str, body: Any = None, token: Optional[str] = None) -> Any:

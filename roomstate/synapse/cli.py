@@ -122,8 +122,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"roomstate: ... and {len(res.not_stored) - _SHOWN_NOT_STORED:,} more not stored", file=sys.stderr)
     rate = res.events / res.seconds if res.seconds > 0 else 0.0
     merged = resolver if resolver == "matrix" else f"{resolver} (Matrix state resolution not available)"
-    print(f"imported {res.rooms:,} room{'s' if res.rooms != 1 else ''} from {source.kind} {source.name}: "
-          f"{res.events:,} events ({res.new:,} new, {res.already:,} stored before; {res.outliers:,} outliers, "
+    print(f"imported {base._plural(res.rooms, 'room')} from {source.kind} {source.name}: "
+          f"{base._plural(res.events, 'event')} ({res.new:,} new, {res.already:,} stored before; "
+          f"{base._plural(res.outliers, 'outlier')}, "
           f"{res.given_state:,} with Synapse's state given) in {res.seconds:.2f} s, {rate:,.0f} events/s; "
           f"rejected: Synapse {res.synapse_rejected:,}, roomstate {res.roomstate_rejected:,}, "
           f"{res.rejections_differ:,} differ; forks merged with {merged}")

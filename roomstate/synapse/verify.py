@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+from ..cli import _plural as plural
 from ..errors import MissingEventError
 from .source import Row, Source
 
@@ -138,15 +139,15 @@ class Verifier:
 
 def summary_line(summary: Summary, source_name: str) -> str:
     kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(summary.by_kind.items()))
-    line = (f"verified {summary.events:,} events of {summary.rooms:,} room{'s' if summary.rooms != 1 else ''} "
-            f"against {source_name}: {summary.disagreements:,} disagreement{'s' if summary.disagreements != 1 else ''}")
+    line = (f"verified {plural(summary.events, 'event')} of {plural(summary.rooms, 'room')} against {source_name}: "
+            f"{plural(summary.disagreements, 'disagreement')}")
     if summary.disagreements:
-        line += f" ({kinds}) at {summary.events_disagreeing:,} events"
+        line += f" ({kinds}) at {plural(summary.events_disagreeing, 'event')}"
     extra: List[str] = []
     if summary.outliers:
-        extra.append(f"{summary.outliers:,} outliers")
+        extra.append(plural(summary.outliers, "outlier"))
     if summary.no_state_group:
-        extra.append(f"{summary.no_state_group:,} events without a state group")
+        extra.append(plural(summary.no_state_group, "event") + " without a state group")
     if extra:
         line += f"; not compared: {', '.join(extra)}"
     return line
