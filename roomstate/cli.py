@@ -400,6 +400,10 @@ def run_import(
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if any(os.path.isdir(path) for path in args.files):  # what Synapse's admin_cmd export-data writes
+        from .synapse import export
+
+        return export.cmd_import(args)
     for path in args.files:
         if path != "-" and not os.path.isfile(path):
             why = "not a file" if os.path.exists(path) else "no such file"

@@ -48,9 +48,11 @@ ROOM_VERSION = "10"
 class Played:
     """A Synapse database that the users acted in, and what they did."""
 
-    def __init__(self, source, rooms, hash_fn, tmp):
+    def __init__(self, source, rooms, hash_fn, tmp, late=None, export=None):
         self.source = source
         self.sequential, self.forked = rooms
+        self.late = late  # a room whose history the exported user joined late
+        self.export = export  # what admin_cmd export-data wrote for that user
         self.hash = hash_fn
         self.tmp = tmp
         self.hash_before = hash_fn()
@@ -78,15 +80,35 @@ def _sqlite_hash(path):
     return digest
 
 
+def _late_room(hs):
+    """A room that hides its history from those who join later, and one who does."""
+    admin, late = hs.register("lateadmin", admin=True), hs.register("latecomer")
+    room = admin.create_room(preset="public_chat", room_version=ROOM_VERSION, initial_state=[
+        {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}])
+    for i in range(5):
+        admin.send(room, f"before {i}")
+    admin.set_state(room, "m.room.topic", "", {"topic": "early"})
+    late.join(room)
+    late.send(room, "hello")
+    admin.set_state(room, "m.room.topic", "", {"topic": "late"})
+    late.set_state(room, "m.room.member", late.user_id, {"membership": "join", "displayname": "Late"})
+    admin.send(room, "welcome")
+    return room, late.user_id
+
+
 @pytest.fixture(scope="module")
 def sqlite_synapse(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("synapse-sqlite")
     hs = synapse_server.Homeserver(str(tmp / "hs")).start()
     try:
         rooms = _play_both(hs)
+        late, user = _late_room(hs)
     finally:
         hs.stop()
-    return Played(hs.source, rooms, _sqlite_hash(hs.source), tmp)
+    export = tmp / "export"
+    subprocess.run([sys.executable, "-m", "synapse.app.admin_cmd", "-c", hs.config_path, "export-data", user,
+                    "--output-directory", str(export)], check=True, capture_output=True, cwd=hs.dir, timeout=300)
+    return Played(hs.source, rooms, _sqlite_hash(hs.source), tmp, late, export)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +179,7 @@ def test_import_stores_every_event_and_leaves_the_database_as_it_was(played):
     assert f": {n_events:,} events ({n_events:,} new, 0 stored before;" in proc.stdout
     assert "rejected: Synapse 0, roomstate 0, 0 differ" in proc.stdout
     with roomstate.open(db, readonly=True) as store:
-        assert sorted(store.rooms()) == sorted([played.sequential, played.forked])
+        assert {played.sequential, played.forked} <= set(store.rooms())
         assert store.stats()["events"] == n_events
         # Synapse's forward extremities are the store's (no event was left out).
         for room in (played.sequential, played.forked):
@@ -217,7 +239,7 @@ def test_verify_forked_room_reports_well_formed_disagreements(played, record_pro
     events = {e for (e,) in _count(played, "SELECT event_id FROM events")}
     for d in lines:
         assert d["kind"] in ("state", "rejection", "missing")
-        assert d["room_id"] == played.forked  # the sequential room agrees
+        assert d["room_id"] == played.forked  # the sequential rooms agree
         assert d["event_id"] in events
         if d["kind"] == "state":
             assert set(d) == {"kind", "room_id", "event_id", "type", "state_key", "synapse", "roomstate",
@@ -304,7 +326,7 @@ def test_verifier_api_matches_the_command(sqlite_synapse):
 def test_report(played):
     db = _imported(played, "store")
     report = json.loads(run_cli("synapse", "report", played.source, "--db", db, "--json", check=0).stdout)
-    assert {r["room_id"] for r in report["rooms"]} == {played.sequential, played.forked}
+    assert {r["room_id"] for r in report["rooms"]} == {played.sequential, played.forked} | ({played.late} - {None})
     for r in report["rooms"]:
         (n,), = _count(played, "SELECT COUNT(*) FROM state_groups_state WHERE room_id = ?", (r["room_id"],))
         assert r["synapse"]["state_groups_state"]["rows"] == n
@@ -339,3 +361,31 @@ def test_not_a_synapse_database(tmp_path):
 def test_unknown_room(sqlite_synapse, tmp_path):
     proc = run_cli("synapse", "import", sqlite_synapse.source, "--db", str(tmp_path / "s"), "--room", "!nope:x", check=1)
     assert "has no room '!nope:x'" in proc.stderr
+
+
+# -- admin_cmd export-data -----------------------------------------------------------------
+
+
+def test_import_of_an_export(sqlite_synapse, tmp_path):
+    """``roomstate import`` of what ``admin_cmd export-data`` wrote for a user who joined a
+    room late: the first event they saw is stored with the exported state, the state's
+    events as outliers, and the state after every exported event is Synapse's."""
+    played = sqlite_synapse
+    room_dir = played.export / "rooms" / played.late
+    assert (room_dir / "events").is_file() and any((room_dir / "state").iterdir())
+    db = str(tmp_path / "store")
+    proc = run_cli("import", str(played.export), "--db", db, "--resolver", "newest_event", check=0)
+    assert ", 1 with the exported state given, 0 refused)" in proc.stdout
+    with synapse_source.open_source(played.source) as src, roomstate.open(db, readonly=True) as store:
+        exported = [ev for rows in src.events(played.late) for ev in rows if store.has_event(ev.event_id)
+                    and not store.is_outlier(ev.event_id)]
+        assert len(exported) >= 5  # the join, the member's own events and those after
+        groups = src.state_groups([r.event_id for r in exported])
+        for row in exported:
+            assert store.state_after(row.event_id).to_dict() == src.group_state(groups[row.event_id]), row.event_id
+        assert store.room_version(played.late) == ROOM_VERSION
+    # Again: nothing new.
+    again = run_cli("import", str(played.export), "--db", db, "--resolver", "newest_event", check=0)
+    assert "(0 new," in again.stdout
+    bad = run_cli("import", str(played.export), str(tmp_path), "--db", db, check=2)
+    assert "not a directory that Synapse's export-data wrote" in bad.stderr
