@@ -217,6 +217,34 @@ def test_small_pages_import_the_same(played):
         assert sorted(small.forward_extremities(played.forked)) == sorted(whole.forward_extremities(played.forked))
 
 
+def test_an_interrupted_import_resumes(sqlite_synapse, tmp_path):
+    """Interrupted after two pages: those are committed, and the same import goes on from them."""
+    played = sqlite_synapse
+    db = str(tmp_path / "store")
+    pages = []
+
+    def interrupt(n):
+        pages.append(n)
+        if len(pages) == 2:
+            raise KeyboardInterrupt
+
+    with synapse_source.open_source(played.source) as src, \
+            roomstate.open(db, resolver="newest_event", check_auth=True) as store:
+        with pytest.raises(KeyboardInterrupt):
+            load.Loader(src, store, batch=20, on_progress=interrupt).load([played.forked])
+        assert store.stats()["events"] == 40
+    (n,), = _count(played, "SELECT COUNT(*) FROM events WHERE room_id = ?", (played.forked,))
+    proc = run_cli("synapse", "import", played.source, "--db", db, "--room", played.forked, check=0)
+    assert f"({n - 40:,} new, 40 stored before;" in proc.stdout
+
+
+def test_the_source_cannot_write(played):
+    with synapse_source.open_source(played.source) as src:
+        with pytest.raises(synapse_source.SourceError, match="read-only|readonly"):
+            src.query("CREATE TABLE roomstate_was_here (x INTEGER)")
+    assert played.hash() == played.hash_before
+
+
 # -- verify ------------------------------------------------------------------------------
 
 
