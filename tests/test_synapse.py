@@ -40,8 +40,8 @@ pytestmark = [
 #: Users and steps per user: about 100 events in the sequential room, 250-300 in the forked one.
 SEQUENTIAL = dict(users=4, steps=25)
 FORKED = dict(users=6, steps=40)
-#: Room version of the test rooms.  (Synapse's default, 12, is refused by the store
-#: with check_auth for now: see test_room_version_12.)
+#: Room version of the test rooms; Synapse's default, 12, has a room of its own
+#: (test_room_version_12).
 ROOM_VERSION = "10"
 
 
@@ -457,13 +457,16 @@ def test_room_version_12(tmp_path):
                     "(without room_id it is refused, with one rule 1.2 rejects it)")
     hs = synapse_server.Homeserver(str(tmp_path / "hs")).start()
     try:
-        room, _ = synapse_server.play(hs, seed=12, concurrent=False, room_version="12", **SEQUENTIAL)
+        room, _ = synapse_server.play(hs, seed=12, concurrent=False, room_version="12", users=3, steps=12)
     finally:
         hs.stop()
     db = str(tmp_path / "store")
     run_cli("synapse", "import", hs.source, "--db", db, check=0)
     proc = run_cli("synapse", "verify", hs.source, "--db", db, "--room", room, check=0)
     assert ": 0 disagreements" in proc.stderr
+    with roomstate.open(db, readonly=True) as store:
+        assert room.startswith("!") and ":" not in room  # the create event's ID, with "!" for "$"
+        assert store.room_version(room) == "12"
 
 
 # -- a larger room, on demand ------------------------------------------------------------------
