@@ -19,7 +19,7 @@ cdef class AuthChecker:
 
     cpdef check(self, tx, ev, p, tuple auth_nids, before, tuple fields, list prev_nids)
     @cython.locals(rec=Record, t=cython.ulonglong, k=cython.ulonglong, sender_membership=cython.ulonglong)
-    cdef bint _allowed_plainly(self, tx, p, tuple fields, tuple auth_nids, list prev_nids, before) except -1
+    cdef bint _allowed_plainly(self, tx, ev, p, tuple fields, tuple auth_nids, list prev_nids, before) except -1
     @cython.locals(rec=Record)
     cdef _create_nid(self, tx, room_id, tuple auth_nids, before)
     cdef _create_facts(self, tx, room_id, create_nid)

@@ -9,7 +9,9 @@ from .errors import InvalidEventError, MissingEventError
 from .events import MEMBERSHIPS, REJECTED
 from .extras import stored_extras
 from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, MEMBER_TYPE_NID, PREASSIGNED_TYPES, ROOM, STATE_KEY, TYPE
+from ._parse import strictly_canonical
 from .matrix import auth as rules
+from .matrix.canonical import check_json
 from .matrix.versions import room_version as version_record
 
 __all__ = ["AuthChecker"]
@@ -117,10 +119,13 @@ class AuthChecker:
         if type_nid == CREATE_TYPE_NID and fields[2] == EMPTY_STATE_KEY_NID:
             content = ev.get("content") or {}
             rv = version_record(content.get("room_version", "1"))
+            strict_json(ev, rv, p.event_id)
             return self._checked(tx, ev, auth_nids, rv, None)
-        if self.plain and self._allowed_plainly(tx, p, fields, auth_nids, prev_nids, before):
+        if self.plain and self._allowed_plainly(tx, ev, p, fields, auth_nids, prev_nids, before):
             return None
         create_nid = self._create_nid(tx, p.room_id, auth_nids, before)
+        create = self._room_create(tx, p.room_id, create_nid)
+        strict_json(ev, self._version(create), p.event_id)
         memo = self.memo
         kept = not (type_nid == REDACTION_TYPE_NID or (type_nid == MEMBER_TYPE_NID and not 1 <= fields[4] <= 5))
         # The rule of the creator's first join: is the only prev event the create event?
@@ -162,7 +167,7 @@ class AuthChecker:
         return reason or None
 
     # -- the plain cases, decided on NIDs --------------------------------------------
-    def _allowed_plainly(self, tx, p, fields, auth_nids, prev_nids, before):
+    def _allowed_plainly(self, tx, ev, p, fields, auth_nids, prev_nids, before):
         """True when the event is one of the plain cases and the rules allow it, against
         its auth events and the state before it: a message or a state event other than
         the power levels by a joined member with the level it needs; a user's own join
@@ -181,6 +186,7 @@ class AuthChecker:
         if not facts:
             return False
         create_nid, rv, needs_create = facts
+        strict_json(ev, rv, p.event_id)
         is_member = type_nid == MEMBER_TYPE_NID
         if is_member:
             # own join (sender == target, no join_authorised_via / third-party invite) or leave
@@ -356,6 +362,19 @@ class AuthChecker:
         state.setdefault(_CREATE, create)
         reason = rules.check(_without_rejected(ev), state, rv)
         return f"against the state before the event: {reason}" if reason else None
+
+
+def strict_json(ev, rv, event_id):
+    """Room versions 6 and later: InvalidEventError naming the first float or integer out of
+    canonical JSON's range in the event (``unsigned`` aside)."""
+    if not rv.strict_canonical_json or strictly_canonical(ev):
+        return
+    for k, v in ev.items():
+        if k != "unsigned":
+            try:
+                check_json(v, True, k)
+            except InvalidEventError as exc:
+                raise InvalidEventError(exc.field, f"{exc.reason} (room version {rv.identifier})", event_id) from None
 
 
 def _without_rejected(ev):

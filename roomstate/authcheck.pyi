@@ -4,6 +4,8 @@ from _typeshed import Incomplete
 
 __all__ = ["AuthChecker"]
 
+def strict_json(ev, rv, event_id) -> None: ...
+
 REDACTION_TYPE_NID: int
 POWER_LEVELS_TYPE_NID: int
 JOIN_RULES_TYPE_NID: int

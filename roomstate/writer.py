@@ -207,7 +207,7 @@ class Writer:
                 return version_of_create(stored_extras(self.ids, tx, rec))
         raise MissingEventError(
             f"the create event of room {room_id!r} is not stored (among the auth events), so the"
-            " event's ID, which its room version computes, cannot be"
+            " event's ID cannot be computed: its room version says how"
         )
 
     def prevs(self, tx, eid, room, prev_ids):
