@@ -400,6 +400,10 @@ def run_import(
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if any(os.path.isdir(path) for path in args.files):  # what Synapse's admin_cmd export-data writes
+        from .synapse import export
+
+        return export.cmd_import(args)
     for path in args.files:
         if path != "-" and not os.path.isfile(path):
             why = "not a file" if os.path.exists(path) else "no such file"
@@ -430,7 +434,7 @@ def _failure(exc: RoomStateError) -> CommandError:
 
 @contextmanager
 def _open_store(
-    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True, check_auth: bool = False
+    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True, check_auth: bool = True
 ) -> Iterator["roomstate.StateStore"]:
     try:
         store = roomstate.open(db, resolver=resolver, readonly=not create, durable=durable, check_auth=check_auth)
@@ -752,9 +756,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="no fsync at commits (the store's durable=False): faster; a crash of the "
                         "machine, not of the process, may lose the last commits, or damage the store on a "
                         "file system that does not keep the order of writes")
-    p.add_argument("--check-auth", action="store_true",
-                   help="apply the Matrix authorization rules to every event (each must carry sender and "
-                        "auth_events); one that fails is stored rejected, with the rule it broke")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--check-auth", dest="check_auth", action="store_true", default=True,
+                      help="apply the Matrix authorization rules to every event, the default (each must "
+                           "carry sender and auth_events); one that fails is stored rejected, with the rule "
+                           "it broke")
+    auth.add_argument("--no-check-auth", dest="check_auth", action="store_false",
+                      help="take events as given: only event_id, room_id and type are required, and an "
+                           "event's own \"rejected\" field is trusted")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = command("state", cmd_state, "the state before (or after) an event, as JSON",
@@ -827,6 +836,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"events to generate (default: {DEFAULT_DEMO_EVENTS:,})")
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    from .synapse.cli import add_command as add_synapse_command  # the synapse subcommands
+
+    add_synapse_command(sub, command, db)
     return parser
 
 

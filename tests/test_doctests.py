@@ -14,9 +14,11 @@ import pytest
 import roomstate
 
 SKIP = {"roomstate.__main__"}  # runs the command line when imported
+# Walked with the package's prefix: without it, walk_packages imports a subpackage by its
+# bare name to look inside it (``matrix``, ``synapse``: another installed package, or none).
 MODULES = sorted(
     {"roomstate"}
-    | {f"roomstate.{m.name}" for m in pkgutil.walk_packages(roomstate.__path__) if f"roomstate.{m.name}" not in SKIP}
+    | {m.name for m in pkgutil.walk_packages(roomstate.__path__, "roomstate.") if m.name not in SKIP}
 )
 
 
