@@ -26,7 +26,7 @@ import pytest
 DESIGNS = (
     "roomstate",
     pytest.param("roomstate-checked", marks=pytest.mark.xfail(
-        reason="issue 11: the authorization rules cost about a fifth of the rate (bench/RESULTS.md)", strict=False)),
+        reason="issue 11: the authorization rules cost about 40 % of the rate (bench/RESULTS.md)", strict=False)),
     "synapse",
     "dendrite",
 )
