@@ -273,6 +273,17 @@ class LmdbBackend:
             return StorageError(f"the store at {self.path!r} could not be written: {exc}")
         return None
 
+    def read_error(self, exc):
+        """The RoomStateError for an LMDB failure during a read, or None for another exception.
+
+        A page LMDB cannot find or make sense of is damage; a reader table, a lock or the
+        disk failing is the medium's."""
+        if not isinstance(exc, lmdb.Error):
+            return None
+        if isinstance(exc, (lmdb.DiskError, lmdb.ReadersFullError, lmdb.TlsFullError, lmdb.LockError)) or type(exc) is lmdb.Error:
+            return StorageError(f"the store at {self.path!r} could not be read: {exc}")
+        return StoreFormatError(f"the store is damaged: {self.path!r}: LMDB: {exc}")
+
     # -- map size ------------------------------------------------------------
     @property
     def map_size(self):
