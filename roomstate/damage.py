@@ -21,7 +21,9 @@ def damaged(table, key, reason):
     (an int for NID keys, bytes otherwise) name where it is."""
     if isinstance(key, (bytes, bytearray, memoryview)):
         key = bytes(key)
-    return StoreFormatError(f"{PREFIX}table {table!r}, key {key!r}: {reason}")
+    error = StoreFormatError(f"{PREFIX}table {table!r}, key {key!r}: {reason}")
+    error.table, error.key, error.reason = table, key, reason  # for roomstate check's report
+    return error
 
 
 def decode_error(table, key, exc):

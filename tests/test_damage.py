@@ -270,3 +270,58 @@ def test_damaged_stores_give_errors_not_crashes(base, tmp_path):
     # The trials did damage every kind, and some value damage was caught by a read.
     kinds = {k for k, _ in tally}
     assert {"truncation", "value"} <= kinds or TRIALS < 20, tally
+
+
+# -- roomstate check ------------------------------------------------------------------
+
+def test_check_passes_the_undamaged_store(base):
+    from roomstate import check
+
+    report = check.check(base[0], timeout=CHILD_TIMEOUT * 4)
+    assert report["ok"], report["problems"][:5]
+    assert report["checked"]["events"] > 900 and report["checked"]["rooms"] == 3
+
+
+def test_check_reports_damage_the_reads_find(base, tmp_path):
+    """Value damage that made a read fail is found by the check too; page damage that
+    kills a reader is a problem in the report, never a crash of the caller."""
+    from roomstate import check
+
+    path, sample = base
+    found = collections.Counter()
+    for n in range(12):
+        rng = random.Random(f"check:{SEED}:{n}")
+        copy = tmp_path / f"c{n}"
+        shutil.copytree(path, copy, ignore=shutil.ignore_patterns("lock.mdb"))
+        what = (_page_flip if n % 4 == 3 else _value_damage)(copy, rng)
+        report = check.check(copy, timeout=CHILD_TIMEOUT * 4)
+        for p in report["problems"]:
+            assert set(p) == {"table", "key", "problem"} and p["problem"], p
+        if what.startswith("value"):
+            reads = json.loads(_read_all(copy, sample).stdout.strip().splitlines()[-1])
+            if reads["errors"] or reads["open"] != "ok":
+                assert not report["ok"], (what, reads)
+        found[(what.split(":")[0], report["ok"])] += 1
+    print(f"\ncheck on damaged stores (ok?): {dict(found)}")
+    assert any(not ok for _, ok in found), found
+
+
+def test_the_check_command_reports_each_problem_and_exits_1(base, tmp_path):
+    path, _ = base
+    proc = subprocess.run([sys.executable, "-m", "roomstate", "check", "--db", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok ("), proc
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy, ignore=shutil.ignore_patterns("lock.mdb"))
+    env = lmdb.open(str(copy), max_dbs=len(TABLES) + 2, lock=False)
+    rooms = env.open_db(b"rooms", create=False)
+    with env.begin(write=True) as txn:
+        txn.put((1).to_bytes(8, "big"), b"\x01" * 7, db=rooms)
+    env.close()
+    proc = subprocess.run([sys.executable, "-m", "roomstate", "check", "--db", str(copy)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc
+    assert "table 'rooms', key 1: 7 bytes are not a list of event NIDs" in proc.stdout
+    assert proc.stdout.rstrip().endswith("problem(s): the store is damaged")
+    proc = subprocess.run([sys.executable, "-m", "roomstate", "check", "--db", str(copy), "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and not report["ok"]
+    assert {"table": "rooms", "key": 1, "problem": "7 bytes are not a list of event NIDs"} in report["problems"]
