@@ -123,12 +123,16 @@ def open_design(design: str, path: os.PathLike[str] | str):
     """A roomstate store (newest_event resolver) or a baseline, at ``path``.
 
     "roomstate-nosync" is roomstate with ``durable=False`` (no fsync at commit), the
-    durability of the baselines' SQLite in WAL mode with ``synchronous=NORMAL``."""
+    durability of the baselines' SQLite in WAL mode with ``synchronous=NORMAL``;
+    "roomstate-checked" applies the Matrix authorization rules (the library's default,
+    ``check_auth=True``); the other roomstate designs take the events as given
+    (``check_auth=False``), as the baselines do, so that their answers compare."""
     if design.startswith("roomstate"):
         import roomstate
 
         return roomstate.open(
-            path, resolver="newest_event", durable=design != "roomstate-nosync"
+            path, resolver="newest_event", durable=design != "roomstate-nosync",
+            check_auth=design == "roomstate-checked",
         )
     import baselines
 

@@ -9,7 +9,11 @@ start, imports and JSON parsing included).
 
 Targets (issue 4), asserted only when benchmarks are enabled and n >= 5·10^4: at least
 100,000 events/s through ``add_events`` and 50× the Synapse design's rate; at least
-50,000 events/s through ``roomstate import``.
+50,000 events/s through ``roomstate import``. "roomstate" takes the events as given
+(``check_auth=False``), as the baselines do; "roomstate-checked" applies the Matrix
+authorization rules, the library's default (issue 11 asks the same 100,000 events/s of
+it, not met yet: the case is an expected failure when timed). The command line is timed
+with its default, the rules on.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import time
 
 import pytest
 
-DESIGNS = ("roomstate", "synapse", "dendrite")
+DESIGNS = (
+    "roomstate",
+    pytest.param("roomstate-checked", marks=pytest.mark.xfail(
+        reason="issue 11: the authorization rules cost about a fifth of the rate (bench/RESULTS.md)", strict=False)),
+    "synapse",
+    "dendrite",
+)
 TARGET_SIZE = 50_000
 MIN_API_RATE = 100_000
 MIN_RATIO_VS_SYNAPSE = 50
@@ -38,7 +48,7 @@ def rates(n: int, seconds: list[float]) -> dict:
 def rounds_for(bench, design: str, n: int) -> int:
     if not bench.settings.timing:
         return 1
-    if design != "roomstate":
+    if not design.startswith("roomstate"):
         return 1  # the baselines take minutes at 10^5
     return 5 if n <= 10_000 else 3 if n <= 100_000 else 1
 
@@ -62,7 +72,7 @@ def test_add_events(benchmark, bench, closing, design, size):
     benchmark.group = f"import add_events hq n={size}"
     benchmark.pedantic(run, setup=setup, rounds=rounds_for(bench, design, size))
     info = {"figure": "import", "design": design, "size": size, **rates(size, seconds)}
-    if design == "roomstate" and size <= bench.settings.baseline_max:
+    if design.startswith("roomstate") and size <= bench.settings.baseline_max:
         # the baselines' rate from the stores the size figures use: the same single
         # add_events call into an empty file
         for other in ("synapse", "dendrite"):
@@ -71,7 +81,7 @@ def test_add_events(benchmark, bench, closing, design, size):
             info[f"ratio_vs_{other}"] = info["events_per_s"] / theirs
     benchmark.extra_info.update(info)
 
-    if design == "roomstate" and bench.settings.timing and size >= TARGET_SIZE:
+    if design.startswith("roomstate") and bench.settings.timing and size >= TARGET_SIZE:
         assert info["events_per_s"] >= MIN_API_RATE, (
             f"add_events: {info['events_per_s']:,.0f} events/s at n={size} "
             f"(target >= {MIN_API_RATE:,})"
@@ -100,7 +110,7 @@ def test_cli_import(benchmark, bench, size):
 
     benchmark.group = f"import cli hq n={size}"
     db = benchmark.pedantic(run, rounds=1 if size > 100_000 else rounds_for(bench, "roomstate", size))
-    with bench.open_design("roomstate", db) as store:
+    with bench.open_design("roomstate-checked", db) as store:
         stats = store.stats()
     assert stats["events"] == size, f"the CLI imported {stats['events']} of {size} events"
     seconds = [r.seconds for r in runs]

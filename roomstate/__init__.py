@@ -1,7 +1,7 @@
 """roomstate: the state of Matrix rooms at every event, stored compactly in LMDB.
 
 >>> import roomstate, tempfile
->>> with tempfile.TemporaryDirectory() as d, roomstate.open(d) as store:
+>>> with tempfile.TemporaryDirectory() as d, roomstate.open(d, check_auth=False) as store:
 ...     store.add_event({"event_id": "$c", "room_id": "!r", "type": "m.room.create", "state_key": ""})
 ...     store.add_event({"event_id": "$m", "room_id": "!r", "type": "m.room.message", "prev_events": ["$c"]})
 ...     dict(store.state_before("$m"))

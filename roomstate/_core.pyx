@@ -22,6 +22,7 @@ writes one entry.
 >>> overlay([sort_unique(a), np.array([(5, 9, 0)], dtype=ENTRY_DTYPE)]).tolist()
 [(1, 1, 10)]
 """
+cimport cython
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
@@ -515,6 +516,71 @@ def lookup_layers(layers, uint32_t type_nid, uint32_t state_key_nid):
         found = _lookup_in(ls, k, key, &result)
     free(ls)
     return result if found else None
+
+
+@cython.final
+cdef class LayerSet:
+    """Entry arrays overlaid (newest last), checked once for many lookups: a snapshot's
+    layers, kept while a write transaction reads the same states again and again (the
+    authorization rules read three keys of the state before each event).
+
+    >>> a = single(2, 1, 7); b = single(5, 3, 9)
+    >>> ls = LayerSet([a]).extended(b)
+    >>> len(ls), ls.lookup_pairs([(2, 1), (5, 3), (5, 4)])
+    (2, [7, 9, 0])
+    """
+
+    cdef list arrays
+    cdef Layer* ls
+    cdef Py_ssize_t k
+
+    def __cinit__(self):
+        self.ls = NULL
+        self.k = 0
+
+    def __init__(self, layers):
+        cdef list views = []
+        self.arrays = list(layers)
+        self.k = len(self.arrays)
+        if self.k:
+            self.ls = _layers(self.arrays, views)
+        self.arrays.extend(views)  # contiguous copies: kept alive with the originals
+
+    def __dealloc__(self):
+        free(self.ls)
+
+    def __len__(self):
+        return self.k
+
+    def extended(self, array):
+        """These layers with ``array`` on top (the others are not checked again)."""
+        cdef list views = []
+        cdef LayerSet out = LayerSet.__new__(LayerSet)
+        cdef Layer* top = _layers([array], views)
+        out.ls = <Layer*>malloc((self.k + 2) * sizeof(Layer))
+        if out.ls == NULL:
+            free(top)
+            raise MemoryError()
+        if self.k:
+            memcpy(out.ls, self.ls, self.k * sizeof(Layer))
+        out.ls[self.k] = top[0]
+        free(top)
+        out.k = self.k + 1
+        out.arrays = self.arrays + [array] + views
+        return out
+
+    def lookup_pairs(self, pairs):
+        """The event NID of each ``(type, state key)`` NID pair: 0 where absent or removed."""
+        cdef list out = []
+        cdef uint64_t result
+        cdef uint32_t t, sk
+        for pair in pairs:
+            t, sk = pair
+            result = 0
+            if self.k:
+                _lookup_in(self.ls, self.k, ((<uint64_t>t) << 32) | sk, &result)
+            out.append(result)
+        return out
 
 
 def lookup_keys(layers, keys):

@@ -139,3 +139,36 @@ def parse_common(ev):
     return ParsedEvent(event_id, room_id, type_, state_key, prev_ids, depth, rejected, membership,
                        sender, ts, auth_ids)
 
+
+
+cdef bint _strict(object value, int depth):
+    cdef type t = type(value)
+    if t is str or t is bool or value is None:
+        return True
+    if t is int:
+        return -9007199254740991 <= value <= 9007199254740991
+    if depth > 100:
+        return False  # deeper than the checks below care to go: the full check says
+    if t is dict:
+        for v in (<dict>value).values():
+            if not _strict(v, depth + 1):
+                return False
+        return True
+    if t is list:
+        for v in <list>value:
+            if not _strict(v, depth + 1):
+                return False
+        return True
+    return False  # floats, and anything else: the full check says what it is
+
+
+def strictly_canonical(ev):
+    """True when no value of the event (``unsigned`` aside) is a float or an integer
+    outside [-(2**53)+1, 2**53-1], as canonical JSON requires from room version 6; False
+    says only "look closer" (``roomstate.matrix.canonical.check_json`` names the field)."""
+    if type(ev) is not dict:
+        return False
+    for k, v in (<dict>ev).items():
+        if k != "unsigned" and not _strict(v, 0):
+            return False
+    return True

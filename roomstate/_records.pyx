@@ -384,25 +384,7 @@ cdef class Record:
     pass through it), so a bulk import's records cost no collector passes.
     """
 
-    cdef readonly uint64_t flags
-    cdef readonly uint64_t membership
-    cdef readonly uint64_t room
-    cdef readonly uint64_t type
-    cdef readonly uint64_t state_key
-    cdef readonly uint64_t depth
-    cdef readonly uint64_t before
-    cdef readonly uint64_t after
-    cdef readonly tuple prevs
-    cdef readonly object event_id
-    # Auth data (flag HAS_AUTH): the sender's NID (a state-key NID: users are the state keys
-    # of their member events), origin_server_ts, the auth events' NIDs (ascending), and the
-    # NID of the event's extras (what the authorization rules read of its content; 0: none).
-    cdef readonly uint64_t sender
-    cdef readonly uint64_t ts
-    cdef readonly tuple auth_events
-    cdef readonly uint64_t extras
-    # The state-key NID of the reason the authorization rules rejected the event for (0: none).
-    cdef readonly uint64_t reason
+    # Attributes: _records.pxd.
 
     def __init__(self, uint64_t flags, uint64_t membership, uint64_t room, uint64_t type_, uint64_t state_key,
                  uint64_t depth, uint64_t before, uint64_t after, tuple prevs, event_id, uint64_t sender=0,

@@ -3,7 +3,7 @@
 >>> import asyncio, tempfile
 >>> from roomstate import aio
 >>> async def main(path):
-...     async with aio.open(path) as st:
+...     async with aio.open(path, check_auth=False) as st:
 ...         await st.add_event({"event_id": "$c", "room_id": "!r", "type": "m.room.create", "state_key": ""})
 ...         return await st.to_dict(await st.state_after("$c"))
 >>> with tempfile.TemporaryDirectory() as d:

@@ -430,7 +430,7 @@ def _failure(exc: RoomStateError) -> CommandError:
 
 @contextmanager
 def _open_store(
-    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True, check_auth: bool = False
+    db: str, *, resolver: Optional[str] = None, create: bool = False, durable: bool = True, check_auth: bool = True
 ) -> Iterator["roomstate.StateStore"]:
     try:
         store = roomstate.open(db, resolver=resolver, readonly=not create, durable=durable, check_auth=check_auth)
@@ -763,9 +763,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="no fsync at commits (the store's durable=False): faster; a crash of the "
                         "machine, not of the process, may lose the last commits, or damage the store on a "
                         "file system that does not keep the order of writes")
-    p.add_argument("--check-auth", action="store_true",
-                   help="apply the Matrix authorization rules to every event (each must carry sender and "
-                        "auth_events); one that fails is stored rejected, with the rule it broke")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--check-auth", dest="check_auth", action="store_true", default=True,
+                      help="apply the Matrix authorization rules to every event, the default (each must "
+                           "carry sender and auth_events); one that fails is stored rejected, with the rule "
+                           "it broke")
+    auth.add_argument("--no-check-auth", dest="check_auth", action="store_false",
+                      help="take events as given: only event_id, room_id and type are required, and an "
+                           "event's own \"rejected\" field is trusted")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     p = command("state", cmd_state, "the state before (or after) an event, as JSON",

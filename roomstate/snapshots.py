@@ -43,6 +43,8 @@ MAX_BLOCKS = 64
 #: change: a chain has at most CHAIN_LIMIT links holding MAX_WEIGHT_LIMIT entries in all.
 CHAIN_LIMIT = 1 << 16
 MAX_WEIGHT_LIMIT = 1 << 32
+#: Snapshots' layers a write transaction keeps for repeated reads (``get_many``).
+LAYER_SETS = 4096
 
 
 _U64 = U64  # format.py: big-endian u64 keys and values
@@ -255,6 +257,28 @@ class SnapshotStore:
         """Event NID of one key, or 0 when the state lacks it."""
         c = self.components(tx, snap)
         return _core.lookup_layers(self.layers(tx, c), type_nid, state_key_nid) or 0
+
+    def get_many(self, tx, snap, keys):
+        """Event NIDs of several ``(type, state key)`` NID pairs (0 where the state lacks one).
+
+        A write transaction keeps the snapshots' layers it reads (at most ``LAYER_SETS``,
+        then it starts again), each built from its parent's when that is kept: an import
+        reads the state before nearly every event this way."""
+        if not tx.write:
+            return _core.LayerSet(self.layers(tx, self.components(tx, snap))).lookup_pairs(keys)
+        kept = tx.pending.get("snap-layers")
+        if kept is None or len(kept) >= LAYER_SETS:
+            kept = tx.pending["snap-layers"] = {}
+        ls = kept.get(snap)
+        if ls is None:
+            c = self.components(tx, snap)
+            parent = kept.get(c.links[-2]) if len(c.links) >= 2 else None
+            if parent is not None and len(parent) == len(c.blocks) + len(c.deltas) - 1:
+                ls = parent.extended(c.deltas[-1])
+            else:
+                ls = _core.LayerSet(self.layers(tx, c))
+            kept[snap] = ls
+        return ls.lookup_pairs(keys)
 
     def aligned(self, tx, snaps):
         """Line up several snapshots over the keys where they may differ.

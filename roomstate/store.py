@@ -25,15 +25,17 @@ from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 
 
-def open(path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=False):  # noqa: A001
+def open(path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=True):  # noqa: A001
     """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`.
 
     ``resolver``: the default for merges (``"raise_on_conflict"``, ``"newest_event"``
     or a callable); ``readonly``: an existing store, no writes; ``durable=False``:
     commits not fsynced; ``map_size``: the LMDB map's initial size in bytes (it grows
-    by itself); ``check_auth=True``: every event added is checked against the Matrix
-    authorization rules of its room version (it must carry ``sender`` and
-    ``auth_events``), and one that fails is stored rejected with the rule as its reason.
+    by itself); ``check_auth`` (the default): every event added is checked against the
+    Matrix authorization rules of its room version (it must carry ``sender`` and
+    ``auth_events``), and one that fails is stored rejected with the rule as its reason;
+    ``check_auth=False``: events are taken as given (only ``event_id``, ``room_id`` and
+    ``type`` are required; ``rejected`` is the caller's).
     Raises :class:`StoreFormatError` when the path holds no roomstate
     store it can use, :class:`StorageError` when the disk or LMDB fails.
     """
@@ -49,7 +51,7 @@ class StateStore:
     from any thread, each in its own short read transaction.
     """
 
-    def __init__(self, path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=False):
+    def __init__(self, path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=True):
         self.path = path if isinstance(path, str) and path == MEMORY else os.fspath(path)
         self.readonly = bool(readonly)
         self.durable = bool(durable)

@@ -28,7 +28,7 @@ def open(
     readonly: bool = False,
     durable: bool = True,
     map_size: int | None = None,
-    check_auth: bool = False,
+    check_auth: bool = True,
 ) -> StateStore: ...
 
 class StateStore:
@@ -48,7 +48,7 @@ class StateStore:
         readonly: bool = False,
         durable: bool = True,
         map_size: int | None = None,
-        check_auth: bool = False,
+        check_auth: bool = True,
     ) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> StateStore: ...

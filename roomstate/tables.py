@@ -9,6 +9,10 @@ from .format import FORMAT_VERSION, META_FORMAT
 from .ids import ROOM, STATE_KEY, TYPE, IdMaps
 from .rooms import MetaTable, RoomTable
 from .snapshots import SnapshotStore
+from .txn import BoundedCache, ReadThrough
+
+#: Answers of the authorization rules kept across transactions (roomstate.authcheck).
+AUTH_MEMO_LIMIT = 100_000
 
 
 class Tables:
@@ -21,6 +25,7 @@ class Tables:
         self.ids.events = self.events
         self.rooms = RoomTable(h["rooms"])
         self.meta = MetaTable(h["meta"])
+        self.auth_memo = ReadThrough(BoundedCache(AUTH_MEMO_LIMIT), "auth:memo")
 
     def format_version(self, tx):
         """The stored format version, or None for a store not initialised yet."""
@@ -57,3 +62,4 @@ class Tables:
         self.blocks.publish(pending)
         self.snaps.publish(pending)
         self.events.publish(pending)
+        self.auth_memo.publish(pending)

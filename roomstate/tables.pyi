@@ -6,9 +6,12 @@ from .rooms import MetaTable as MetaTable, RoomTable as RoomTable
 from .snapshots import SnapshotStore as SnapshotStore
 from _typeshed import Incomplete
 
+AUTH_MEMO_LIMIT: int
+
 class Tables:
     ids: Incomplete
     blocks: Incomplete
+    auth_memo: Incomplete
     snaps: Incomplete
     events: Incomplete
     rooms: Incomplete

@@ -3,19 +3,21 @@
 # (each still callable from Python, for the tests that run one step alone).
 cimport cython
 
+from roomstate.authcheck cimport AuthChecker
 from roomstate.events cimport EventTable
 
 
 @cython.final
 cdef class Writer:
-    cdef readonly object ids, snaps, rooms, meta, merger, checker
+    cdef readonly object ids, snaps, rooms, meta, merger
+    cdef readonly AuthChecker checker
     cdef readonly bint check_auth
     cdef readonly EventTable events
 
     cpdef add(self, tx, ev, outlier, given, resolver)
     cpdef tuple prevs(self, tx, eid, room, prev_ids)
     cpdef tuple auth_events(self, tx, eid, room, auth_ids)
-    cpdef reject_for(self, tx, ev, p, auth, before)
+    cpdef reject_for(self, tx, ev, p, auth, before, tuple fields, list prev_nids)
     cpdef bint place_missing_prevs(self, tx, eid, prev_ids, list prev_nids, list prev_recs, allowed) except -1
     cpdef tuple states(self, tx, room, room_id, eid, prev_ids, list prev_recs, unsettled, given, resolver,
                        type_nid, skey_nid, enid)

@@ -13,9 +13,11 @@ from ._write import cached_nid
 from .blocks import empty_entries, entries_from
 from .authcheck import AuthChecker
 from .errors import InvalidEventError, MissingEventError
-from .extras import EXTRAS_TYPES, extras_of
+from .extras import EXTRAS_TYPES, extras_of, stored_extras
 from .events import HAS_AUTH, HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
-from .ids import EVENT, ROOM, STATE_KEY, TYPE
+from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, EVENT, ROOM, STATE_KEY, TYPE
+from .matrix.eventid import compute_event_id
+from .matrix.versions import version_of_create
 from .snapshots import EMPTY_SNAPSHOT
 
 #: What :meth:`Writer.add` stored.
@@ -61,7 +63,11 @@ class Writer:
 
     def add(self, tx, ev, outlier, given, resolver):
         """Store one event; :data:`ADDED_NOTHING` when it was stored already."""
-        p = parse_common(ev) or parse(ev)  # parse() takes the full validation when the fast path declines
+        if type(ev) is dict and "event_id" in ev and "room_id" in ev:
+            named = ev
+        else:
+            ev, named = self.identify(tx, ev)
+        p = parse_common(named) or parse(named)  # parse() takes the full validation when the fast path declines
         ids, events = self.ids, self.events
         # Each field read once: ParsedEvent attributes are descriptor lookups.
         eid, room_id, type_, state_key = p.event_id, p.room_id, p.type, p.state_key
@@ -114,7 +120,9 @@ class Writer:
             before = after = 0
             flags |= OUTLIER
             if self.check_auth and not rejected:
-                reason_nid = self.reject_for(tx, ev, p, auth, 0)
+                reason_nid = self.reject_for(
+                    tx, ev, p, auth, 0, (room, type_nid, skey_nid, sender_nid, membership, extras_nid), prev_nids
+                )
                 if reason_nid:
                     flags |= REJECTED
         elif self.check_auth and not rejected:
@@ -122,7 +130,11 @@ class Writer:
             before, _ = self.states(
                 tx, room, room_id, eid, p.prev_ids, prev_recs, unsettled, given, resolver, 0, skey_nid, enid,
             )
-            reason_nid = self.reject_for(tx, ev, p, auth, before)
+            if existing is not None:
+                self.checker.forget(tx)  # an outlier's answers may change with its state
+            reason_nid = self.reject_for(
+                tx, ev, p, auth, before, (room, type_nid, skey_nid, sender_nid, membership, extras_nid), prev_nids
+            )
             if reason_nid:
                 flags |= REJECTED
                 after = before
@@ -153,6 +165,51 @@ class Writer:
         return added
 
     # -- the steps -------------------------------------------------------------
+    def identify(self, tx, ev):
+        """``(event, named)``: an event without ``event_id`` with the one its room version
+        computes (the reference hash, rooms v3+), and ``named``, the same with the room ID
+        a room version 12 create event names but does not carry (the rules read the event
+        as given: a v12 create event with a ``room_id`` breaks them)."""
+        if not isinstance(ev, Mapping):
+            return ev, ev  # parse() says what is wrong
+        is_create = ev.get("type") == "m.room.create" and ev.get("state_key") == ""
+        if "event_id" in ev and not (is_create and "room_id" not in ev):
+            return ev, ev
+        rv = self.room_version_of(tx, ev, is_create)
+        if "event_id" not in ev:
+            ev = {**ev, "event_id": compute_event_id(ev, rv)}
+        if is_create and "room_id" not in ev and rv.room_id_from_create:
+            return ev, {**ev, "room_id": "!" + ev["event_id"][1:]}
+        return ev, ev
+
+    def room_version_of(self, tx, ev, is_create):
+        """The room version of an event that does not carry its ID: a create event's
+        content names it; another event's is its room's, read from the create event
+        among its auth events (room version 12: the one its room ID names)."""
+        if is_create:
+            content = ev.get("content")
+            return version_of_create(content if isinstance(content, Mapping) else {})
+        events = self.events
+        room_id = ev.get("room_id")
+        auth = ev.get("auth_events")
+        candidates = []
+        if isinstance(auth, (list, tuple)):
+            for ref in auth:
+                ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref  # v1–v2: [id, hashes]
+                if isinstance(ref, str):
+                    candidates.append(ref)
+        if isinstance(room_id, str) and room_id.startswith("!"):
+            candidates.append("$" + room_id[1:])
+        for ref in candidates:
+            nid = events.lookup(tx, ref)
+            rec = events.get(tx, nid) if nid else None
+            if rec is not None and rec.type == CREATE_TYPE_NID and rec.state_key == EMPTY_STATE_KEY_NID:
+                return version_of_create(stored_extras(self.ids, tx, rec))
+        raise MissingEventError(
+            f"the create event of room {room_id!r} is not stored (among the auth events), so the"
+            " event's ID cannot be computed: its room version says how"
+        )
+
     def prevs(self, tx, eid, room, prev_ids):
         """``(nids, records, max depth, missing, unsettled)`` of an event's prevs.
 
@@ -199,10 +256,11 @@ class Writer:
             nids.add(anid)
         return tuple(sorted(nids))
 
-    def reject_for(self, tx, ev, p, auth, before):
+    def reject_for(self, tx, ev, p, auth, before, fields, prev_nids):
         """The state-key NID of the rule the event breaks (its reason, stored once per
-        wording), or 0 when the authorization rules allow it."""
-        reason = self.checker.check(tx, ev, p, auth, before)
+        wording), or 0 when the authorization rules allow it.  ``fields``: the event's
+        room, type, state key, sender, membership and extras (NIDs)."""
+        reason = self.checker.check(tx, ev, p, auth, before, fields, prev_nids)
         if not reason:
             return 0
         ids = self.ids

@@ -79,7 +79,7 @@ def _import(path: str, n: int, seed: int, batch: int, durable: bool, map_size: i
     from roomstate import workloads
 
     events = list(workloads.hq(n, seed=seed, room_id=hq_room(seed)))
-    with roomstate.open(path, resolver="newest_event", durable=durable, map_size=map_size) as store:
+    with roomstate.open(path, resolver="newest_event", durable=durable, map_size=map_size, check_auth=False) as store:
         print("open", flush=True)
         for i in range(0, n, batch):
             store.add_events(events[i : i + batch])
@@ -90,7 +90,7 @@ def _import(path: str, n: int, seed: int, batch: int, durable: bool, map_size: i
 def _batches(path: str, first: int, count: int, size: int) -> None:
     import roomstate
 
-    with roomstate.open(path) as store:
+    with roomstate.open(path, check_auth=False) as store:
         if not store.has_event(BATCH_CREATE):
             store.add_event(create_event())
         for n in range(first, first + count):
@@ -137,7 +137,7 @@ def _reader(path: str, stopfile: str, map_size: int | None, size: int) -> None:
 def _hold(path: str, seconds: float) -> None:
     import roomstate
 
-    with roomstate.open(path) as store:
+    with roomstate.open(path, check_auth=False) as store:
         with store.batch() as b:
             b.add_event(
                 {"event_id": "$held", "room_id": BATCH_ROOM, "type": "m.room.message", "prev_events": [BATCH_CREATE]}
@@ -168,7 +168,7 @@ def _fill(path: str, limit: int, filler: str) -> None:
     if filler != "-":
         with open(filler, "wb") as f:
             f.write(bytes(1 << 20))
-    with roomstate.open(path, resolver="newest_event") as store:
+    with roomstate.open(path, resolver="newest_event", check_auth=False) as store:
         if limit > 0:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
         try:
@@ -182,7 +182,7 @@ def _fill(path: str, limit: int, filler: str) -> None:
         c = out["committed"]
         out["events_after_error"] = store.stats()["events"]
         out["reads_after_error"] = c > 0 and store.state_after(events[c - 1]["event_id"]) is not None
-    with roomstate.open(path, resolver="newest_event") as store:
+    with roomstate.open(path, resolver="newest_event", check_auth=False) as store:
         out["events_after_reopen"] = store.stats()["events"]
         out["state_after_reopen"] = c > 0 and len(store.state_after(events[c - 1]["event_id"])) > 0
         if limit > 0:

@@ -68,11 +68,11 @@ def run(coro):
 def test_every_call_matches_the_sync_api(tmp_path):
     events = list(workloads.hq(600, seed=3))
     room = events[0]["room_id"]
-    with roomstate.open(tmp_path / "sync", resolver="newest_event") as ref:
+    with roomstate.open(tmp_path / "sync", resolver="newest_event", check_auth=False) as ref:
         ref.add_events(events)
 
         async def main():
-            async with aio.open(tmp_path / "async", resolver="newest_event") as st:
+            async with aio.open(tmp_path / "async", resolver="newest_event", check_auth=False) as st:
                 assert await st.add_events(events[:300]) == 300
                 for e in events[300:310]:
                     await st.add_event(e)
@@ -115,7 +115,7 @@ def test_every_call_matches_the_sync_api(tmp_path):
 
 def test_open_forms_and_close(tmp_path):
     async def main():
-        st = await aio.open(tmp_path)  # awaiting opens it
+        st = await aio.open(tmp_path, check_auth=False)  # awaiting opens it
         await st.add_events(chain(4))
         assert not st.closed
         await st.aclose()
@@ -128,11 +128,11 @@ def test_open_forms_and_close(tmp_path):
         with pytest.raises(RoomStateError, match="closed"):
             st.batch()
 
-        lazy = aio.open(tmp_path)  # the first call opens it
+        lazy = aio.open(tmp_path, check_auth=False)  # the first call opens it
         assert await lazy.has_event("$e3")
         await lazy.aclose()
 
-        never = aio.open(tmp_path)  # never opened: nothing to close, no warning
+        never = aio.open(tmp_path, check_auth=False)  # never opened: nothing to close, no warning
         await never.aclose()
         del never
 
@@ -141,7 +141,7 @@ def test_open_forms_and_close(tmp_path):
 
 def test_statemap_after_close_raises_cleanly(tmp_path):
     async def main():
-        async with aio.open(tmp_path) as st:
+        async with aio.open(tmp_path, check_auth=False) as st:
             await st.add_events(chain(3))
             state = await st.state_after("$e2")
             assert len(state) == 3  # numeric: no store access
@@ -153,7 +153,7 @@ def test_statemap_after_close_raises_cleanly(tmp_path):
 
 def test_unclosed_store_warns_and_is_closed_by_its_writer(tmp_path):
     async def main():
-        st = await aio.open(tmp_path)
+        st = await aio.open(tmp_path, check_auth=False)
         await st.add_events(chain(2))
         return st
 
@@ -162,13 +162,13 @@ def test_unclosed_store_warns_and_is_closed_by_its_writer(tmp_path):
         del st
         gc.collect()
     wait_threads_gone()
-    with roomstate.open(tmp_path) as again:  # closed by the writer thread: reopens in this process
+    with roomstate.open(tmp_path, check_auth=False) as again:  # closed by the writer thread: reopens in this process
         assert again.has_event("$e1")
 
 
 def test_errors_come_back_and_leave_the_store_unchanged(tmp_path):
     async def main():
-        async with aio.open(tmp_path) as st:
+        async with aio.open(tmp_path, check_auth=False) as st:
             await st.add_events(chain(5))
             before = await st.stats()
             with pytest.raises(InvalidEventError) as info:
@@ -203,20 +203,20 @@ def test_open_errors(tmp_path):
 
     async def main():
         with pytest.raises(StoreFormatError):
-            async with aio.open(tmp_path / "junk"):
+            async with aio.open(tmp_path / "junk", check_auth=False):
                 pass  # pragma: no cover
-        st = aio.open(tmp_path / "junk")
+        st = aio.open(tmp_path / "junk", check_auth=False)
         with pytest.raises(StoreFormatError):
             await st.has_event("$c")
         assert st.closed
         with pytest.raises(ValueError):
-            aio.open(tmp_path, reader_threads=0)
+            aio.open(tmp_path, reader_threads=0, check_auth=False)
 
     run(main())
 
 
 def test_readonly_store_refuses_writes(tmp_path):
-    with roomstate.open(tmp_path) as s:
+    with roomstate.open(tmp_path, check_auth=False) as s:
         s.add_events(chain(2))
 
     async def main():
@@ -248,7 +248,7 @@ def test_cancelled_writes_run_whole_and_queued_ones_still_run(tmp_path):
         return roomstate.newest_event(ctx)
 
     async def main():
-        async with aio.open(tmp_path, resolver=resolver) as st:
+        async with aio.open(tmp_path, resolver=resolver, check_auth=False) as st:
             first = asyncio.ensure_future(st.add_events(big[:4000]))
             queued = asyncio.ensure_future(st.add_events(big[4000:]))
             failing = asyncio.ensure_future(st.add_event(dict(ev("$bad", ["$ghost"]), room_id=room)))
@@ -285,7 +285,7 @@ def test_cancel_at_random_moments_never_splits_a_transaction(tmp_path):
     size = 300
 
     async def main():
-        async with aio.open(tmp_path, resolver="newest_event", durable=False) as st:
+        async with aio.open(tmp_path, resolver="newest_event", durable=False, check_auth=False) as st:
             for i in range(0, len(events), size):
                 task = asyncio.ensure_future(st.add_events(events[i : i + size]))
                 await asyncio.sleep(rng.uniform(0, 0.01))
@@ -307,7 +307,7 @@ def test_aclose_waits_for_queued_writes(tmp_path):
     events = list(workloads.hq(4000, seed=2))
 
     async def main():
-        st = await aio.open(tmp_path, resolver="newest_event")
+        st = await aio.open(tmp_path, resolver="newest_event", check_auth=False)
         tasks = [asyncio.ensure_future(st.add_events(events[i : i + 500])) for i in range(0, 4000, 500)]
         await asyncio.sleep(0)  # every write handed to the writer thread
         await st.aclose()
@@ -315,7 +315,7 @@ def test_aclose_waits_for_queued_writes(tmp_path):
         return [t.result() for t in tasks]
 
     assert run(main()) == [500] * 8
-    with roomstate.open(tmp_path) as s:
+    with roomstate.open(tmp_path, check_auth=False) as s:
         assert s.stats()["events"] == 4000
 
 
@@ -342,7 +342,7 @@ def test_sixteen_readers_and_a_writer_importing_20k_events(tmp_path, record_prop
     # order give the same NIDs, so answers compare as numeric entries; strings are
     # compared on a sample (and NID agreement checked at the end).
     boundary_states, boundary_ex = set(), set()
-    with roomstate.open(tmp_path / "ref", resolver="newest_event", durable=False) as ref:
+    with roomstate.open(tmp_path / "ref", resolver="newest_event", durable=False, check_auth=False) as ref:
         for i in range(0, n, size):
             ref.add_events(events[i : i + size])
             boundary_states.add(_digest(ref.current_state(room).entries))
@@ -433,7 +433,7 @@ def test_sixteen_readers_and_a_writer_importing_20k_events(tmp_path, record_prop
                 counts["during_writes"] += 1
 
     async def main():
-        async with aio.open(tmp_path / "async", resolver="newest_event") as st:
+        async with aio.open(tmp_path / "async", resolver="newest_event", check_auth=False) as st:
             t0 = time.perf_counter()
             await asyncio.gather(ticker(), writer(st), *(reader(st, k) for k in range(16)))
             elapsed = time.perf_counter() - t0

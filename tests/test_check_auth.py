@@ -118,8 +118,55 @@ def test_the_caller_may_still_reject(checked):
 
 
 def test_without_check_auth_nothing_is_checked(tmp_path):
-    with roomstate.open(tmp_path / "s", resolver="newest_event") as s:
+    with roomstate.open(tmp_path / "s", resolver="newest_event", check_auth=False) as s:
         events = list(workloads.hq(3000, seed=1))
         assert workloads.expected_rejections(events)
         s.add_events(events)
         assert not rejected(s, events)
+
+
+DIFFERENTIAL = [
+    *[(f"hq-v{v}", lambda v=v: workloads.hq(3000, seed=1, room_version=v)) for v in ("1", "3", "6", "8", "10", "11", "12")],
+    ("busy-v10", lambda: workloads.busy(1500, seed=2)),
+    ("many_rooms-v7", lambda: workloads.many_rooms(n_rooms=6, max_members=40, seed=3, room_version="7")),
+    ("fork_storm", lambda: workloads.fork_storm(n_branches=4, branch_len=60, n_members=25, seed=4)),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in DIFFERENTIAL], ids=[n for n, _ in DIFFERENTIAL])
+def test_the_plain_cases_decide_as_every_rule_does(tmp_path, make):
+    """The checker decides messages, own joins and leaves on NIDs (``AuthChecker.plain``);
+    with that off, every event goes through every rule: the two agree on every event."""
+    events = list(make())
+    reasons = []
+    for plain in (True, False):
+        with roomstate.open(tmp_path / f"s{plain}", resolver="newest_event", check_auth=True) as s:
+            s._writer.checker.plain = plain
+            s.add_events(events)
+            reasons.append([s.event(e["event_id"]).rejected_reason for e in events])
+    assert reasons[0] == reasons[1]
+    # and both reject exactly what the workload breaks (hq and busy break it somewhere)
+    assert {e["event_id"] for e, r in zip(events, reasons[0]) if r} == set(workloads.expected_rejections(events))
+
+
+@pytest.mark.parametrize("version, refused", [("5", False), ("6", True), ("10", True)])
+@pytest.mark.parametrize("where, value", [("content", {"x": 1.5}), ("content", {"n": 2**60}),
+                                          ("content", {"deep": [{"f": 0.5}]}), ("origin_server_ts", 2**60)])
+def test_floats_and_big_integers_are_invalid_from_room_version_6(tmp_path, version, refused, where, value):
+    events = list(workloads.hq(8, seed=1, room_version=version))
+    with roomstate.open(tmp_path / "s", resolver="newest_event") as s:
+        s.add_events(events)
+        before = dump(s)
+        last = events[-1]
+        msg = {"event_id": "$odd", "room_id": last["room_id"], "type": "m.room.message", "sender": last["sender"],
+               "content": {}, "origin_server_ts": 9, "prev_events": [last["event_id"]],
+               "auth_events": [events[0]["event_id"]], "depth": 99}
+        msg[where] = value if where != "content" else {**msg["content"], **value}
+        if refused:
+            with pytest.raises(InvalidEventError) as err:
+                s.add_event(msg)
+            assert err.value.field.startswith(where) and f"room version {version}" in err.value.reason
+            assert dump(s) == before
+        else:
+            s.add_event(msg)  # room versions 1-5 take them (a float is not a level there either)
+            assert s.has_event("$odd")

@@ -132,7 +132,7 @@ def hq_file(history, tmp_path_factory):
 @pytest.fixture(scope="module")
 def db(hq_file, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "store"
-    proc = run("import", hq_file, "--db", db, "--resolver", "newest_event")
+    proc = run("import", "--no-check-auth", hq_file, "--db", db, "--resolver", "newest_event")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
     assert re.fullmatch(
@@ -247,7 +247,7 @@ def test_usage_errors(db, hq_file):
     assert run().returncode == 2
     proc = run("state", "--db", db, "$x", "--state-key", "k")
     assert proc.returncode == 2 and "--state-key needs --type" in proc.stderr
-    proc = run("import", hq_file.with_name("missing.jsonl"), "--db", db)
+    proc = run("import", "--no-check-auth", hq_file.with_name("missing.jsonl"), "--db", db)
     assert "cannot read" in one_line_error(proc, 2)
 
 
@@ -272,7 +272,7 @@ def test_bad_line_stops_keeps_what_came_before_and_resumes_after_the_fix(tmp_pat
     lines.insert(BAD_LINE - 1, bad)
     path = write_lines(tmp_path / "room.jsonl", lines)
     db = tmp_path / "store"
-    proc = run("import", path, "--db", db, "--resolver", "newest_event", "--batch", "100")
+    proc = run("import", "--no-check-auth", path, "--db", db, "--resolver", "newest_event", "--batch", "100")
     message = one_line_error(proc, 2)
     assert message.startswith(f"{path}:{BAD_LINE}: "), message
     assert reason in message
@@ -284,7 +284,7 @@ def test_bad_line_stops_keeps_what_came_before_and_resumes_after_the_fix(tmp_pat
 
     del lines[BAD_LINE - 1]
     write_lines(path, lines)
-    proc = run("import", path, "--db", db, "--resolver", "newest_event", "--batch", "100")
+    proc = run("import", "--no-check-auth", path, "--db", db, "--resolver", "newest_event", "--batch", "100")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"imported 400 events ({400 - (BAD_LINE - 1)} new, ")
     stats = stats_of(db)
@@ -299,7 +299,7 @@ def test_a_conflict_names_its_line_and_the_way_out(tmp_path, reference):
     )
     path = write_lines(tmp_path / "room.jsonl", as_lines(events))
     db = tmp_path / "store"
-    message = one_line_error(run("import", path, "--db", db), 2)
+    message = one_line_error(run("import", "--no-check-auth", path, "--db", db), 2)
     assert message.startswith(f"{path}:{first_conflict + 1}: "), message
     assert "conflicted state key" in message and "--resolver newest_event" in message
     assert stats_of(db)["events"] == first_conflict
@@ -321,7 +321,7 @@ def test_skip_invalid(tmp_path):
     with path.open("ab") as f:
         f.write(b'{"event_id": "\xff"}\n')  # not UTF-8
     db = tmp_path / "store"
-    proc = run("import", path, "--db", db, "--resolver", "newest_event", "--skip-invalid", "--batch", "64")
+    proc = run("import", "--no-check-auth", path, "--db", db, "--resolver", "newest_event", "--skip-invalid", "--batch", "64")
     assert proc.returncode == 3, proc.stderr  # its own status: lines were skipped
     assert "Traceback" not in proc.stderr
     reported = proc.stderr.splitlines()
@@ -334,10 +334,10 @@ def test_skip_invalid(tmp_path):
     assert stats_of(db)["events"] == 500
 
     # Nothing to skip: status 0 even with --skip-invalid, and the plural holds.
-    proc = run("import", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
+    proc = run("import", "--no-check-auth", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
     assert proc.returncode == 2  # no such file
     write_lines(path.with_name("clean.jsonl"), as_lines(events[:1]))
-    proc = run("import", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
+    proc = run("import", "--no-check-auth", path.with_name("clean.jsonl"), "--db", db, "--skip-invalid", "--resolver", "newest_event")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("imported 1 event (0 new, 1 state event, 0 invalid lines skipped) ")
 
@@ -347,7 +347,7 @@ def test_gzip_and_stdin(tmp_path):
     gz = tmp_path / "room.jsonl.gz"
     workloads.write_jsonl(events, gz)
     for source, stdin, db in ((gz, None, tmp_path / "a"), ("-", gzip.decompress(gz.read_bytes()).decode(), tmp_path / "b")):
-        proc = run("import", source, "--db", db, "--resolver", "newest_event", input=stdin)
+        proc = run("import", "--no-check-auth", source, "--db", db, "--resolver", "newest_event", input=stdin)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith("imported 300 events (300 new, ")
     assert run("current", "--db", tmp_path / "a", events[0]["room_id"]).stdout == \
@@ -384,7 +384,7 @@ def test_kill_9_in_the_middle_then_rerun(tmp_path):
     rerun = run(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.startswith(f"imported {n:,} events ({n - partial:,} new, ")
-    proc = run("import", path, "--db", clean, "--resolver", "newest_event")
+    proc = run("import", path, "--db", clean, "--resolver", "newest_event")  # checked, as the killed one
     assert proc.returncode == 0, proc.stderr
 
     a, b = stats_of(killed), stats_of(clean)
@@ -418,7 +418,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path, hq_file):
         leader, follower = pty.openpty()
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "roomstate", "import", str(hq_file), "--db", str(tmp_path / "s"),
+            [sys.executable, "-m", "roomstate", "import", "--no-check-auth", str(hq_file), "--db", str(tmp_path / "s"),
              "--resolver", "newest_event", *extra],
             env=ENV, stdout=subprocess.PIPE, stderr=follower, text=True,
         )

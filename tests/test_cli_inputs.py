@@ -27,7 +27,7 @@ def reference(history):
 
 
 def imported(path, db, *extra, input=None):
-    proc = run("import", path, "--db", db, "--resolver", "newest_event", *extra, input=input)
+    proc = run("import", "--no-check-auth", path, "--db", db, "--resolver", "newest_event", *extra, input=input)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"imported {N:,} events ({N:,} new, "), proc.stdout
     return proc
@@ -88,7 +88,7 @@ def test_every_shape_imports_to_the_same_answers(tmp_path, history, reference, s
 def test_gzip_on_stdin_and_a_gz_name_that_is_not_gzip(tmp_path, history):
     data = "".join(line + "\n" for line in as_lines(history)).encode()
     proc = subprocess.run(
-        [sys.executable, "-m", "roomstate", "import", "-", "--db", str(tmp_path / "a"), "--resolver", "newest_event"],
+        [sys.executable, "-m", "roomstate", "import", "--no-check-auth", "-", "--db", str(tmp_path / "a"), "--resolver", "newest_event"],
         input=gzip.compress(data), capture_output=True, env=ENV, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -108,12 +108,12 @@ def test_an_array_element_that_is_no_event_is_named_by_line_and_index(tmp_path, 
     line = [i for i, t in enumerate(text.splitlines(), 1) if t == " {"][30]  # where element 30 starts
     path = tmp_path / "events.json"
     path.write_text(text)
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event")
     message = one_line_error(proc, 2)
     assert message.startswith(f"{path}:{line}: array element 30: invalid type (event '$typeless')"), message
     assert stats_of(tmp_path / "store")["events"] == 30  # what came before is kept
 
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--skip-invalid")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--skip-invalid")
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr == f"{path}:{line}: array element 30: invalid type (event '$typeless'): missing (skipped)\n"
     assert stats_of(tmp_path / "store")["events"] == 40
@@ -135,7 +135,7 @@ _CREATE = '{"event_id": "$a", "room_id": "!r:x", "type": "m.room.create", "state
 def test_broken_json_in_the_streamed_shapes_names_its_line(tmp_path, text, line, reason):
     path = tmp_path / "broken.json"
     path.write_text(text.replace('{"event_id": "$a"', _CREATE))
-    proc = run("import", path, "--db", tmp_path / "store", "--skip-invalid")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--skip-invalid")
     message = one_line_error(proc, 2)  # no line boundary to go on from, even when skipping
     assert message.startswith(f"{path}:{line}: "), message
     assert reason in message
@@ -187,13 +187,13 @@ def test_shuffled_within_windows_imports(tmp_path, history, reference):
 
 def test_more_held_events_than_allowed_is_a_clear_error(tmp_path, history):
     path = write_lines(tmp_path / "newest-first.jsonl", as_lines(reversed(history)))
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--max-held", "100")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--max-held", "100")
     message = one_line_error(proc, 2)
     assert message.startswith(f"{path}:101: more than 100 events wait for prev events"), message
     assert "--max-held" in message
     assert stats_of(tmp_path / "store")["events"] == 0
 
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--max-held", "0")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--max-held", "0")
     assert one_line_error(proc, 2).startswith(f"{path}:1: more than 0 events wait")
 
 
@@ -206,7 +206,7 @@ def test_events_whose_prevs_never_arrive_are_reported_with_them(tmp_path, histor
     lines.insert(10, json.dumps(lost))
     lines.insert(700, json.dumps(child))
     path = write_lines(tmp_path / "room.jsonl", lines)
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--batch", "100")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event", "--batch", "100")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == [
         f"{path}:11: '$lost' not stored: prev event(s) '$never', '$nor_this' never arrived",
@@ -222,7 +222,7 @@ def test_events_never_stored_on_one_line_are_told_apart_by_their_index(tmp_path,
              "content": {}} for i in range(3)]
     path = tmp_path / "export"
     path.write_text(_concatenated(history[:50] + lost[:2] + history[50:60] + lost[2:]))
-    proc = run("import", path, "--db", tmp_path / "store", "--resolver", "newest_event")
+    proc = run("import", "--no-check-auth", path, "--db", tmp_path / "store", "--resolver", "newest_event")
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == [
         f"{path}:1: object 50: '$lost0' not stored: prev event(s) '$gone0' never arrived",
@@ -259,7 +259,7 @@ def test_json_python_will_not_make_is_one_line_and_keeps_what_came_before(tmp_pa
         path = tmp_path / "in.json"
     path.write_text(text)
     db = tmp_path / "store"
-    message = one_line_error(run("import", path, "--db", db), 2)
+    message = one_line_error(run("import", path, "--db", db, "--no-check-auth"), 2)
     assert message == f"{path}:{3 if shape == 'lines' else 4}: not accepted: {reason}", message
     proc = run("event", "--db", db, "$b")
     assert proc.returncode == 0 and '"$b"' in proc.stdout, proc.stderr

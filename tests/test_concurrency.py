@@ -75,7 +75,7 @@ def test_reader_threads_see_only_whole_batches_while_the_map_grows(tmp_path):
     size, n_batches = 20, 60
     done = threading.Event()
     seen = []
-    with roomstate.open(tmp_path, map_size=TINY_MAP) as store:
+    with roomstate.open(tmp_path, map_size=TINY_MAP, check_auth=False) as store:
         start_map = store.env.info()["map_size"]
         store.add_event(hp.create_event())
 
@@ -121,7 +121,7 @@ def test_reader_threads_share_caches_safely(tmp_path):
     and agree with single-threaded reads (the store's caches are shared)."""
     events = list(workloads.hq(20_000, seed=4))
     ids = [e["event_id"] for e in events]
-    with roomstate.open(tmp_path, resolver="newest_event", durable=False) as store:
+    with roomstate.open(tmp_path, resolver="newest_event", durable=False, check_auth=False) as store:
         store.add_events(events)
         probe = ids[::500]
         want = {e: bytes(store.state_after(e).entries.tobytes()) for e in probe}
@@ -154,7 +154,7 @@ def test_reader_processes_see_only_whole_batches_while_the_map_grows(tmp_path):
     size, n_batches = 20, 150
     path = tmp_path / "store"
     stop = tmp_path / "stop"
-    with roomstate.open(path, map_size=TINY_MAP) as store:
+    with roomstate.open(path, map_size=TINY_MAP, check_auth=False) as store:
         store.add_event(hp.create_event())
         readers = [spawn("reader", path, stop, TINY_MAP, size) for _ in range(2)]
         try:
@@ -182,7 +182,7 @@ def test_two_writer_processes_serialise_without_corruption(tmp_path):
     store built by one process."""
     path = tmp_path / "shared"
     n = 4000
-    with roomstate.open(path, map_size=TINY_MAP):
+    with roomstate.open(path, map_size=TINY_MAP, check_auth=False):
         pass  # created once, so that neither child races to initialise it
     procs = [
         spawn("import", path, n, 1, 250, 1, TINY_MAP),
@@ -194,9 +194,9 @@ def test_two_writer_processes_serialise_without_corruption(tmp_path):
 
     events = list(workloads.hq(n, seed=1, room_id=hp.hq_room(1)))
     room = events[0]["room_id"]
-    with roomstate.open(tmp_path / "ref", resolver="newest_event", durable=False) as ref:
+    with roomstate.open(tmp_path / "ref", resolver="newest_event", durable=False, check_auth=False) as ref:
         ref.add_events(events)
-        with roomstate.open(path, resolver="newest_event") as store:
+        with roomstate.open(path, resolver="newest_event", check_auth=False) as store:
             assert store.stats()["events"] == n + 1 + 60 * 21
             assert store.forward_extremities(room) == ref.forward_extremities(room)
             assert store.current_state(room).to_dict() == ref.current_state(room).to_dict()
@@ -211,7 +211,7 @@ def test_a_second_writer_waits_for_the_first(tmp_path):
     """While another process holds a write transaction, a write here blocks until
     it commits, then succeeds on top of it."""
     path = tmp_path / "store"
-    with roomstate.open(path) as store:
+    with roomstate.open(path, check_auth=False) as store:
         store.add_event(hp.create_event())
         holder = spawn("hold", path, 1.5)
         try:
@@ -242,7 +242,7 @@ def test_membership_caches_stay_right_after_later_writes(tmp_path):
     def member(eid, prevs, user):
         return e(eid, prevs, type="m.room.member", state_key=user, content={"membership": "join"})
 
-    with roomstate.open(tmp_path / "s") as store:
+    with roomstate.open(tmp_path / "s", check_auth=False) as store:
         store.add_event(e("$c", [], type="m.room.create", state_key=""))
         store.add_event(member("$a", ["$c"], "@alice"))
         store.add_event(e("$o", ["$late"]), outlier=True)

@@ -21,7 +21,7 @@ from roomstate.storage.lmdbfile import read_meta
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("damage") / "store"
-    with roomstate.open(path, resolver="newest_event") as store:
+    with roomstate.open(path, resolver="newest_event", check_auth=False) as store:
         store.add_events(list(workloads.hq(1500, seed=3)))
     return path
 
@@ -191,7 +191,7 @@ def test_a_meta_key_that_is_not_a_table_is_refused(tmp_path):
         txn.put(b"meta", b"not a table")
     env.close()
     with pytest.raises(StoreFormatError, match="another program"):
-        roomstate.open(tmp_path)
+        roomstate.open(tmp_path, check_auth=False)
     with pytest.raises(StoreFormatError, match="another program"):
         roomstate.open(tmp_path, readonly=True)
 
@@ -208,7 +208,7 @@ def test_an_environment_with_only_meta_is_refused(tmp_path):
 
 
 def test_a_new_store_gets_every_table(tmp_path):
-    with roomstate.open(tmp_path / "s"):
+    with roomstate.open(tmp_path / "s", check_auth=False):
         pass
     env = lmdb.open(str(tmp_path / "s"), max_dbs=20, readonly=True, lock=False)
     with env.begin() as txn:

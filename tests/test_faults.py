@@ -40,7 +40,7 @@ class Reference:
     """
 
     def __init__(self, path):
-        self.store = roomstate.open(path, resolver="newest_event", durable=False)
+        self.store = roomstate.open(path, resolver="newest_event", durable=False, check_auth=False)
         self.events = {}  # generation -> events
         self.boundary = {}  # (generation, count) -> (current state digest, extremities)
         self.after = {}  # event_id -> state-after digest
@@ -72,7 +72,7 @@ def check_store(path, ref, generation, committed, full=False):
     """The store after a crash: whole earlier generations, a whole-batch prefix of the
     current one holding at least ``committed`` events, every stored event's prevs
     stored and its state readable and right.  Returns the stored count."""
-    with roomstate.open(path, resolver="newest_event") as store:
+    with roomstate.open(path, resolver="newest_event", check_auth=False) as store:
         events = ref.events[generation]
         room = hp.hq_room(generation)
         total = store.stats()["events"]
@@ -205,7 +205,7 @@ def test_file_size_limit_gives_an_error_and_the_store_survives(tmp_path):
     raises, nothing half-written remains, the store reads and reopens, and writes
     again once there is room."""
     r = _fill_child([tmp_path / "s", 3_000_000, "-"])
-    with roomstate.open(tmp_path / "s") as store:
+    with roomstate.open(tmp_path / "s", check_auth=False) as store:
         assert store.stats()["events"] == r["committed"] + 500
     _check_full_disk_report(r)
 
@@ -239,13 +239,13 @@ def test_read_only_filesystem(tmp_path):
     """A store on a filesystem remounted read-only: opening it for writing is a clear
     StorageError (an OS error, not a format one) naming the cause; readonly=True opens and reads it."""
     d = tmp_path / "ro"
-    with roomstate.open(d / "s") as store:
+    with roomstate.open(d / "s", check_auth=False) as store:
         store.add_events([hp.create_event()] + hp.batch_events(0, 5))
     code = (
         "import json, roomstate\n"
         "out = {}\n"
         "try:\n"
-        f"    roomstate.open({str(d / 's')!r})\n"
+        f"    roomstate.open({str(d / 's')!r}, check_auth=False)\n"
         "except Exception as e:\n"
         "    out['rw'] = [type(e).__name__, isinstance(e, roomstate.RoomStateError), str(e)]\n"
         f"with roomstate.open({str(d / 's')!r}, readonly=True) as s:\n"
@@ -265,12 +265,12 @@ def test_read_only_filesystem(tmp_path):
     assert "Read-only file system" in message
     assert r["ro"][0] is True and len(r["ro"][1]) == 7
     assert r["write"] == "ReadOnlyError"
-    with roomstate.open(d / "s") as store:  # and afterwards, writable again
+    with roomstate.open(d / "s", check_auth=False) as store:  # and afterwards, writable again
         store.add_event({"event_id": "$z", "room_id": hp.BATCH_ROOM, "type": "x", "prev_events": ["$b0x"]})
 
 
 def test_readonly_open_refuses_every_write_and_the_store_stays_usable(tmp_path):
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         store.add_events([hp.create_event()] + hp.batch_events(0, 3))
         before = store.stats()
     with roomstate.open(tmp_path, readonly=True) as ro:
@@ -284,7 +284,7 @@ def test_readonly_open_refuses_every_write_and_the_store_stays_usable(tmp_path):
                 b.add_event(extra)  # pragma: no cover
         assert ro.stats()["events"] == before["events"]
         assert not ro.has_event("$y")
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         store.add_event(extra)
         assert store.has_event("$y")
 
@@ -310,15 +310,15 @@ def _poke_format(path, version):
 
 
 def test_newer_format_version_is_refused(tmp_path):
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         store.add_event(hp.create_event())
         version = roomstate.store.FORMAT_VERSION
     _poke_format(tmp_path, version + 1)
     for readonly in (False, True):
         with pytest.raises(StoreFormatError, match="newer"):
-            roomstate.open(tmp_path, readonly=readonly)
+            roomstate.open(tmp_path, readonly=readonly, check_auth=False)
     _poke_format(tmp_path, version)  # the refusal changed nothing
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         assert store.has_event(hp.BATCH_CREATE)
 
 
@@ -327,19 +327,19 @@ def test_not_a_store(tmp_path):
     junk.mkdir()
     (junk / "notes.txt").write_text("hello")
     with pytest.raises(StoreFormatError):
-        roomstate.open(junk)
+        roomstate.open(junk, check_auth=False)
     assert sorted(os.listdir(junk)) == ["notes.txt"]  # untouched
 
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(StoreFormatError):
-        roomstate.open(a_file)
+        roomstate.open(a_file, check_auth=False)
 
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "data.mdb").write_bytes(os.urandom(64 * 1024))
     with pytest.raises(StoreFormatError):
-        roomstate.open(garbage)
+        roomstate.open(garbage, check_auth=False)
     with pytest.raises(StoreFormatError):
         roomstate.open(garbage, readonly=True)
 
@@ -352,7 +352,7 @@ def test_another_programs_lmdb_environment_is_not_taken_over(tmp_path):
         txn.put(b"their-key", b"their-value")
     env.close()
     try:
-        store = roomstate.open(tmp_path)
+        store = roomstate.open(tmp_path, check_auth=False)
     except StoreFormatError:
         pass
     else:

@@ -162,7 +162,7 @@ def seed_room(store):
 
 @pytest.fixture(scope="module")
 def fuzz_store(tmp_path_factory):
-    with roomstate.open(tmp_path_factory.mktemp("fuzz"), durable=False, resolver="newest_event") as store:
+    with roomstate.open(tmp_path_factory.mktemp("fuzz"), durable=False, resolver="newest_event", check_auth=False) as store:
         seed_room(store)
         yield store
 
@@ -221,7 +221,7 @@ def test_a_failing_add_events_leaves_nothing_behind(fuzz_store, batch):
 
 def test_str_subclasses_are_strings(tmp_path):
     """JSON decoders and frameworks may hand over str subclasses: still valid strings."""
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         store.add_event({"event_id": Str("$c"), "room_id": Str(ROOM), "type": Str("m.room.create"), "state_key": Str("")})
         v4 = Str("$" + "A" * 42 + "E")  # a room v4+ event ID, packed to 32 bytes
         store.add_event({"event_id": v4, "room_id": ROOM, "type": "m.room.message", "prev_events": [Str("$c")]})
@@ -248,7 +248,7 @@ EDGE_STRINGS = [
 
 
 def test_strings_at_the_edges_round_trip(tmp_path):
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         room = "!edge\x00é\ud800:" + "r" * 600
         prev = "$create" + "🙂"
         store.add_event({"event_id": prev, "room_id": room, "type": "m.room.create", "state_key": ""})
@@ -284,7 +284,7 @@ def test_strings_at_the_edges_round_trip(tmp_path):
 
 
 def test_strings_that_are_not_strings_are_refused(tmp_path):
-    with roomstate.open(tmp_path) as store:
+    with roomstate.open(tmp_path, check_auth=False) as store:
         for field in ("event_id", "room_id", "type", "state_key"):
             for bad in (b"bytes", 5, None, ["x"], 1.5):
                 ev = {"event_id": "$e", "room_id": ROOM, "type": "m.room.create", "state_key": ""}
@@ -298,7 +298,7 @@ def test_strings_that_are_not_strings_are_refused(tmp_path):
 def test_twenty_prev_events(tmp_path):
     """A fork of 20 branches, each changing shared and own keys, merged by one event
     with 20 prev events: newest_event picks per key, as a dict reference does."""
-    with roomstate.open(tmp_path, resolver="newest_event") as store:
+    with roomstate.open(tmp_path, resolver="newest_event", check_auth=False) as store:
         store.add_event({"event_id": "$c", "room_id": ROOM, "type": "m.room.create", "state_key": ""})
         base = {("m.room.create", ""): "$c"}
         heads, states, depth = [], [], {"$c": 1}
@@ -339,7 +339,7 @@ def test_a_state_of_100k_keys(tmp_path):
              "content": {"membership": "leave" if i % 10 == 0 else "join"}, "prev_events": [prev]}
         events.append(e)
         prev = e["event_id"]
-    with roomstate.open(tmp_path, durable=False) as store:
+    with roomstate.open(tmp_path, durable=False, check_auth=False) as store:
         store.add_events(events)
         state = store.state_after(prev)
         assert len(state) == n + 1

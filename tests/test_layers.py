@@ -85,7 +85,7 @@ def _write(store, fn):
 
 
 def test_writer_steps_on_a_store_in_memory():
-    with roomstate.open(":memory:") as store:
+    with roomstate.open(":memory:", check_auth=False) as store:
         store.add_event({"event_id": "$c", "room_id": "!r", "type": "m.room.create", "state_key": ""})
         writer, tables = store._writer, store._tables
 
