@@ -234,16 +234,52 @@ def state_names(entries, NameCache pairs, NameCache types, NameCache state_keys,
 
 
 cdef class StateView:
-    """The base of :class:`roomstate.statemap.StateMap`: its strings once listed.
+    """The base of :class:`roomstate.statemap.StateMap`: its entries and its strings once listed.
 
     ``dict(state)`` asks for every key and then reads the keys back one by one
     in the same order; a cursor answers each such read from the lists without
     a lookup (any other key is found by binary search over the entries).
+
+    Every attribute lives here, at the C level, and none can be set from Python:
+    the lookups below index the string lists without bounds checks, so the lists
+    are set only by :meth:`_strings`, checked to hold one string per entry.
     """
 
-    cdef public list _keys
-    cdef public list _values
+    cdef readonly object _reader  # a roomstate.reader.Reader: NIDs to strings and back
+    cdef object _entries
+    cdef object _loader
+    cdef list _keys
+    cdef list _values
     cdef Py_ssize_t _cursor
+
+    def __init__(self, reader, entries=None, loader=None):
+        self._reader = reader
+        self._entries = entries
+        self._loader = loader
+        self._keys = None
+        self._values = None
+        self._cursor = 0
+
+    @property
+    def entries(self):
+        """The state's entries: a numpy structured array of NIDs sorted by key."""
+        if self._entries is None:
+            if self._loader is None:
+                raise TypeError("this StateMap was made without entries")
+            self._entries = self._loader()
+            self._loader = None
+        return self._entries
+
+    def _strings(self):
+        """``(keys, event_ids)``: every entry's strings, listed once."""
+        if self._keys is None:
+            entries = self.entries
+            keys, values = self._reader.state_strings(entries)
+            if type(keys) is not list or type(values) is not list or len(keys) != len(entries) or len(values) != len(entries):
+                raise TypeError("state_strings must give one key and one event ID per entry, as two lists")
+            self._values = values  # before _keys: a reader checks _keys first
+            self._keys = keys
+        return self._keys, self._values
 
     def __iter__(self):
         keys = self._strings()[0]
@@ -252,16 +288,17 @@ cdef class StateView:
 
     def __getitem__(self, key):
         cdef list keys = self._keys
+        cdef list values = self._values
         cdef Py_ssize_t i = self._cursor
-        if keys is not None and i < PyList_GET_SIZE(keys) and PyList_GET_ITEM(keys, i) == <PyObject*>key:
+        if keys is not None and 0 <= i < PyList_GET_SIZE(keys) and PyList_GET_ITEM(keys, i) == <PyObject*>key:
             self._cursor = i + 1
-            return self._values[i]
+            return values[i]
         i = self._index(key)
         if i < 0:
             raise KeyError(key)
         self._cursor = i + 1
-        if self._values is not None:
-            return self._values[i]
+        if values is not None and i < PyList_GET_SIZE(values):
+            return values[i]
         return self._event_id(i)
 
 

@@ -10,7 +10,8 @@ import hashlib
 import numpy as np
 
 from ._core import ENTRY_DTYPE
-from .errors import RoomStateError
+from . import _core
+from .damage import damaged, stored_nid
 from .format import U64
 from .txn import BoundedCache, ReadThrough
 
@@ -32,6 +33,16 @@ def frozen(arr):
     return arr
 
 
+def decode_block(nid, buf):
+    """The entries of a stored block: whole entries, sorted by key, each key once."""
+    if len(buf) % ENTRY_DTYPE.itemsize:
+        raise damaged("blocks", nid, f"{len(buf)} bytes are not whole {ENTRY_DTYPE.itemsize}-byte entries")
+    arr = np.frombuffer(buf, dtype=ENTRY_DTYPE).copy()
+    if not _core.is_sorted_unique(arr):
+        raise damaged("blocks", nid, "its entries are not sorted by key with each key once")
+    return frozen(arr)
+
+
 class BlockStore:
     def __init__(self, blocks_db, hashes_db, ids, cache_items=4096):
         self.blocks_db = blocks_db
@@ -46,10 +57,10 @@ class BlockStore:
         digest = hashlib.blake2b(raw, digest_size=16).digest()
         hit = tx.txn.get(digest, None, self.hashes_db)
         if hit is not None:
-            return _U64.unpack(hit)[0]
+            return stored_nid("block_hashes", digest, hit)
         nid = self.ids.next_nid(tx, BLOCK_KIND)
         if not tx.txn.put(_U64.pack(nid), raw, True, True, True, self.blocks_db):  # NIDs only grow: append
-            raise RoomStateError(f"block NID {nid} is not above the stored ones: the store is damaged")
+            raise damaged("blocks", nid, "the block NID is not above the stored ones (the counter is behind)")
         tx.txn.put(digest, _U64.pack(nid), True, True, False, self.hashes_db)
         self._entries.keep(tx, nid, frozen(entries.copy()))
         return nid
@@ -61,8 +72,8 @@ class BlockStore:
             return arr
         buf = tx.txn.get(_U64.pack(nid), None, self.blocks_db)
         if buf is None:
-            raise KeyError(f"block {nid} is missing: the store is damaged")
-        return self._entries.keep(tx, nid, frozen(np.frombuffer(buf, dtype=ENTRY_DTYPE).copy()))
+            raise damaged("blocks", nid, "the block is missing")
+        return self._entries.keep(tx, nid, decode_block(nid, buf))
 
     def publish(self, pending):
         """After a commit: move this transaction's blocks into the cache."""

@@ -702,6 +702,17 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import check
+
+    report = check.check(args.db)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(check.format_report(report)))
+    return EXIT_OK if report["ok"] else EXIT_ERROR
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roomstate",
@@ -815,6 +826,13 @@ def _parser() -> argparse.ArgumentParser:
                 "roomstate stats --db room.db --json")
     db(p)
     p.add_argument("--json", action="store_true", help="as JSON")
+
+    p = command("check", cmd_check, "check a store's integrity: every table, record and invariant; exit "
+                "status 0 only when it is healthy, 1 when damaged (each problem named by table and key)",
+                "roomstate check --db room.db",
+                "roomstate check --db room.db --json")
+    db(p)
+    p.add_argument("--json", action="store_true", help="the report as JSON")
 
     p = command(
         "compact", cmd_compact,

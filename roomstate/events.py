@@ -15,6 +15,7 @@ from ._names import NameCache
 from ._parse import MAX_AUTH, MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS, OTHER_MEMBERSHIP, ParsedEvent, parse_common
 from ._records import HAS_AUTH, HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
 from ._write import uvarint
+from .damage import DECODE_ERRORS, damaged, decode_error
 from .errors import InvalidEventError, RoomStateError
 from .format import U64
 from .ids import EVENT
@@ -147,6 +148,37 @@ def _reference(ref, i, field, event_id):
     return str(ref)
 
 
+#: Bits a record's flags may hold; a record's membership code fits MEMBERSHIP_MASK.
+_KNOWN_FLAGS = IS_STATE | REJECTED | OUTLIER | HAS_AUTH | PLACEHOLDER | HASH_ID
+
+
+def decode_record(raw, nid):
+    """The :class:`Record` stored under ``nid`` in ``events``; :func:`~roomstate.damage.damaged`
+    when it cannot be one."""
+    try:
+        rec = Record.unpack(raw, nid)
+    except DECODE_ERRORS as exc:
+        raise decode_error("events", nid, exc) from None
+    if rec.flags & ~_KNOWN_FLAGS or rec.membership > MEMBERSHIP_MASK or len(rec.prevs) > MAX_PREVS:
+        raise damaged("events", nid, "the record holds flags, a membership or a prev count no writer makes")
+    if not rec.flags & PLACEHOLDER and not (rec.room and rec.type):
+        raise damaged("events", nid, "the record names no room or no type")
+    if nid in rec.prevs or nid in rec.auth_events:
+        raise damaged("events", nid, "the event names itself as a prev or auth event")
+    return rec
+
+
+def _index_nid(key, val):
+    """The NID in an ``event_ids`` value (one varint)."""
+    try:
+        (nid,), end = unpack_uvarints(val, 1)
+    except DECODE_ERRORS as exc:
+        raise decode_error("event_ids", key, exc) from None
+    if end != len(val) or nid == 0:
+        raise damaged("event_ids", key, "the value is not one varint NID")
+    return nid
+
+
 class EventTable:
     """Event records by event NID, the event ID map, and the mark column.
 
@@ -186,7 +218,7 @@ class EventTable:
             val = tx.txn.get(key, None, self.ids_db)
             if val is None:
                 return 0
-            nid = unpack_uvarints(val, 1)[0][0]
+            nid = _index_nid(key, val)
             if self.event_id(tx, nid) == event_id:
                 self._keep(tx, event_id, nid)
                 return nid
@@ -244,8 +276,8 @@ class EventTable:
             return rec.event_id
         raw = tx.txn.get(_U64.pack(nid), None, self.db)
         if raw is None:
-            raise RoomStateError(f"no record for event NID {nid}: the store is damaged")
-        return self._event_ids.keep(tx, nid, Record.unpack(raw, nid).event_id)
+            raise damaged("events", nid, "an event NID named by another record has no record")
+        return self._event_ids.keep(tx, nid, decode_record(raw, nid).event_id)
 
     def names(self, tx, nids):
         """Event IDs of many NIDs, in order: cached ones at once, the rest in one LMDB call."""
@@ -271,7 +303,7 @@ class EventTable:
         raw = tx.txn.get(_U64.pack(nid), None, self.db)
         if raw is None:
             return None
-        rec = Record.unpack(raw, nid)
+        rec = decode_record(raw, nid)
         if rec.flags & PLACEHOLDER:
             return None
         # An outlier's record changes when its state becomes known; cache only settled ones.
@@ -281,7 +313,7 @@ class EventTable:
 
     def put(self, tx, nid, rec, append=False):
         if not tx.txn.put(_U64.pack(nid), rec.pack(nid), True, True, append, self.db):
-            raise RoomStateError(f"event NID {nid} is not above the stored ones: the store is damaged")
+            raise damaged("events", nid, "the event NID is not above the stored ones (the counter is behind)")
         self._records.keep(tx, nid, rec)
 
     def put_placeholder(self, tx, nid, event_id):
@@ -304,7 +336,11 @@ class EventTable:
         if chunk is not None:
             return chunk
         raw = tx.txn.get(_U64.pack(idx), None, self.marks_db)
-        return bytes(raw) if raw is not None else bytes(CHUNK)
+        if raw is None:
+            return bytes(CHUNK)
+        if len(raw) != CHUNK:
+            raise damaged("flags", idx, f"a mark chunk is {CHUNK} bytes, this one {len(raw)}")
+        return bytes(raw)
 
     def marks(self, tx, nid):
         """The marks of an event NID (membership code and ``HAS_CHILD``)."""

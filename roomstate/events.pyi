@@ -6,6 +6,7 @@ from .errors import InvalidEventError as InvalidEventError, RoomStateError as Ro
 from ._records import HAS_AUTH as HAS_AUTH, HASH_ID as HASH_ID, IS_STATE as IS_STATE, OUTLIER as OUTLIER, PLACEHOLDER as PLACEHOLDER, REJECTED as REJECTED, Record as Record, event_id_key as event_id_key, published_records as published_records
 from ._write import uvarint as uvarint
 from .ids import EVENT as EVENT
+from .damage import DECODE_ERRORS as DECODE_ERRORS
 from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete
 
@@ -15,6 +16,7 @@ CHUNK: int
 
 
 def parse(ev: object) -> ParsedEvent: ...
+def decode_record(raw: bytes | memoryview, nid: int) -> Record: ...
 
 @disjoint_base
 class EventTable:

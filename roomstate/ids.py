@@ -13,6 +13,7 @@ import hashlib
 import numpy as np
 
 from ._names import NameCache, fetch_names
+from .damage import DECODE_ERRORS, damaged, decode_error, meta_u64, stored_nid
 from .errors import RoomStateError
 from .format import U64
 from .txn import BoundedCache, ReadThrough
@@ -20,6 +21,12 @@ from .txn import BoundedCache, ReadThrough
 ROOM, EVENT, TYPE, STATE_KEY = b"r", b"e", b"t", b"k"
 _OWN_KINDS = (ROOM, TYPE, STATE_KEY)  # event IDs live in the EventTable
 _KIND_NAMES = {ROOM: "room", TYPE: "type", STATE_KEY: "state key"}
+_TABLES = {ROOM: "names_r", TYPE: "names_t", STATE_KEY: "names_k"}
+
+
+def _some(nids, n=5):
+    shown = ", ".join(map(str, nids[:n]))
+    return shown + (f" and {len(nids) - n} more" if len(nids) > n else "")
 
 #: Type NIDs preassigned as in Dendrite, and the empty state key.
 PREASSIGNED_TYPES = (
@@ -102,7 +109,7 @@ class IdMaps:
         val = tx.txn.get(key, None, self.ids_db)
         if val is None:
             return 0
-        nid = _U64.unpack(val)[0]
+        nid = stored_nid("ids", key, val)
         if len(raw) > _SHORT:
             stored = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
             if stored is None or bytes(stored) != raw:
@@ -118,8 +125,11 @@ class IdMaps:
             return s
         raw = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
         if raw is None:
-            raise RoomStateError(f"no string for {kind.decode()} NID {nid}: the store is damaged")
-        s = decode(raw)
+            raise damaged(_TABLES[kind], nid, f"a {_KIND_NAMES[kind]} NID named by a record has no string")
+        try:
+            s = decode(raw)
+        except UnicodeDecodeError as exc:
+            raise decode_error(_TABLES[kind], nid, exc) from None
         self._keep(tx, kind, s, nid)
         return s
 
@@ -143,9 +153,14 @@ class IdMaps:
             cache, db, records = self.to_str[kind], self.names_db[kind], False
             what = f"a {_KIND_NAMES[kind]} NID has no string"
         absent = cache.absent(nids)
-        found = fetch_names(tx.txn, db, absent, records)
+        table = "events" if kind == EVENT else _TABLES[kind]
+        try:
+            found = fetch_names(tx.txn, db, absent, records)
+        except DECODE_ERRORS as exc:
+            raise damaged(table, None, f"a value read for NIDs {_some(absent)} cannot be decoded ({exc})") from None
         if None in found:
-            raise RoomStateError(f"{what}: the store is damaged")
+            missing = [n for n, f in zip(absent, found) if f is None]
+            raise damaged(table, missing[0], f"{what} ({len(missing)} of them)")
         if not tx.write:
             cache.put_many(absent, found)
         return dict(zip(absent, found))
@@ -185,7 +200,7 @@ class IdMaps:
         cur = tx.get("meta", name) if tx.write else None
         if cur is None:
             raw = tx.txn.get(name, None, self.meta_db)
-            cur = _U64.unpack(raw)[0] if raw is not None else 1
+            cur = meta_u64(name, raw) if raw is not None else 1
         return cur
 
     def _keep(self, tx, kind, s, nid):

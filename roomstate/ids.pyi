@@ -1,4 +1,5 @@
 from .format import U64 as U64
+from .damage import DECODE_ERRORS as DECODE_ERRORS
 from .errors import RoomStateError as RoomStateError
 from .txn import BoundedCache as BoundedCache, ReadThrough as ReadThrough
 from _typeshed import Incomplete

@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 import re
+import sys
 import zlib
 from typing import IO, Any, Iterator, Optional, Tuple
 
@@ -104,7 +105,23 @@ def json_error(line: bytes) -> str:
         return f"not UTF-8: byte {exc.start + 1} is {line[exc.start]:#04x}"
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg} at column {exc.colno}"
-    return "not valid JSON"  # only if the first parse failed for a reason this one does not see
+    except _VALUE_ERRORS as exc:
+        return value_error(exc)
+    return "not valid JSON"
+
+
+#: What json.loads raises besides JSONDecodeError: nesting deeper than the interpreter's
+#: stack (RecursionError) and integers of more digits than Python converts (ValueError).
+_VALUE_ERRORS = (RecursionError, ValueError)
+
+
+def value_error(exc: BaseException) -> str:
+    """The reason for a JSON value that parses but that Python will not make."""
+    if isinstance(exc, RecursionError):
+        return "not accepted: JSON nested too deeply"
+    if "integer string conversion" in str(exc):
+        return f"not accepted: an integer of more than {sys.get_int_max_str_digits():,} digits"
+    return f"not valid JSON: {exc}"  # only if the first parse failed for a reason this one does not see
 
 
 def read_values(f: IO[bytes]) -> Iterator[Item]:
@@ -128,10 +145,12 @@ def read_values(f: IO[bytes]) -> Iterator[Item]:
         loads = json.loads
         for line_no, line in enumerate(_chain(first, f), line_no):
             try:
-                yield line_no, None, loads(line)
-            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                value = loads(line)
+            except _VALUE_ERRORS:  # JSONDecodeError, UnicodeDecodeError, too deep, too many digits
                 if line.strip():
                     yield line_no, None, Bad(json_error(line))
+            else:
+                yield line_no, None, value
     except _READ_ERRORS as exc:
         raise InputError(line_no + 1, f"cannot read: {exc}") from None
 
@@ -154,6 +173,8 @@ def _continues(first: bytes) -> bool:
         json.loads(text)
     except json.JSONDecodeError as exc:
         return exc.msg == "Extra data" or len(text.rstrip()) - exc.pos <= _NEAR_END
+    except _VALUE_ERRORS:
+        return False  # one whole line, which the line reader reports
     return False
 
 
@@ -213,7 +234,9 @@ class _Window:
         while True:
             try:
                 value, end = self._raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as exc:
+            except _VALUE_ERRORS as exc:
+                if not isinstance(exc, json.JSONDecodeError):
+                    raise InputError(self.line, value_error(exc)) from None
                 cut = len(self.buf) - exc.pos <= _NEAR_END or exc.msg.startswith("Unterminated string")
                 if cut and not self._eof and len(self.buf) - self.pos <= MAX_VALUE_CHARS:
                     self._read()

@@ -17,8 +17,14 @@ from . import _core
 from ._write import merge_delta, merge_split
 from .blocks import entries_from, frozen
 from .errors import InvalidEventError
-from .ids import EVENT, STATE_KEY, TYPE
+from .ids import EVENT, ROOM, STATE_KEY, TYPE
 from .resolvers import ResolverContext
+
+
+def resolver_name(fn):
+    """How an error names a resolver: its qualified name, else its repr."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return repr(name) if isinstance(name, str) else repr(fn)
 
 
 class _EventsAt:
@@ -101,26 +107,44 @@ class Merger:
         reader = self.reader
         state_sets = [reader.statemap_of(lambda s=s: reader.snapshot_state(s)) for s in snaps]
         ctx = ResolverContext(room_id, state_sets, conflicted, reader.statemap_of(unconflicted), self.store)
-        choice = resolver(ctx)
+        name = resolver_name(resolver)
+        with self.store._tx.resolving(name):
+            choice = resolver(ctx)
         if not isinstance(choice, Mapping):
-            raise TypeError(f"the resolver returned {type(choice).__name__}, not a mapping")
+            raise TypeError(f"the resolver {name} returned {type(choice).__name__}, not a mapping")
+        room = ids.lookup(tx, ROOM, room_id)
         row_of = {tk: i for i, tk in enumerate(zip(keys["type"].tolist(), keys["state_key"].tolist()))}
         extra = []
         picked = set()
         for key, sid in choice.items():
             if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
-                raise InvalidEventError("resolver", f"returned key {key!r}, not a (type, state_key) pair")
+                raise InvalidEventError("resolver", f"{name} returned key {key!r}, not a (type, state_key) pair")
             if not isinstance(sid, str):
-                raise InvalidEventError("resolver", f"returned {sid!r} for {key!r}, not an event ID")
+                raise InvalidEventError("resolver", f"{name} returned {sid!r} for {key!r}, not an event ID")
             tnid = ids.lookup(tx, TYPE, key[0])
             knid = ids.lookup(tx, STATE_KEY, key[1])
             snid = ids.lookup(tx, EVENT, sid)
             srec = self.events.get(tx, snid) if snid else None
             if srec is None or not srec.is_state or srec.type != tnid or srec.state_key != knid:
                 raise InvalidEventError(
-                    "resolver", f"returned {sid!r} for {key!r}: not a stored state event for that key"
+                    "resolver", f"{name} returned {sid!r} for {key!r}: not a stored state event for that key"
                 )
+            if srec.room != room:
+                raise InvalidEventError("resolver", f"{name} returned {sid!r} for {key!r}: an event of another room")
             i = row_of.get((tnid, knid))
+            candidates = conflicted.get(key)
+            if candidates is None:
+                # Not conflicted: the states agree on it (or none has it, below).
+                agreed = int(vals[i, 0]) if i is not None else int(_core.lookup_layers(prefix, tnid, knid) or 0)
+                candidates = {sid} if agreed == snid else set() if agreed else None
+            if srec.rejected and not (candidates and sid in candidates):
+                # A state given with add_event(state_before=...) may hold a rejected event.
+                raise InvalidEventError("resolver", f"{name} returned {sid!r} for {key!r}: a rejected event")
+            if candidates is not None and sid not in candidates:
+                raise InvalidEventError(
+                    "resolver", f"{name} returned {sid!r} for {key!r}, which is not one of the key's candidates "
+                    f"(the events the states to resolve hold for it)"
+                )
             if i is None:
                 extra.append((tnid, knid, snid))
             else:

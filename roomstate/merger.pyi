@@ -1,9 +1,11 @@
 from ._write import merge_delta as merge_delta, merge_split as merge_split
 from .blocks import entries_from as entries_from, frozen as frozen
 from .errors import InvalidEventError as InvalidEventError
-from .ids import EVENT as EVENT, STATE_KEY as STATE_KEY, TYPE as TYPE
+from .ids import EVENT as EVENT, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
 from .resolvers import ResolverContext as ResolverContext
 from _typeshed import Incomplete
+
+def resolver_name(fn: object) -> str: ...
 
 class _EventsAt:
     def __init__(self, events, tx) -> None: ...

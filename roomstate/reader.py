@@ -12,6 +12,7 @@ from . import _core, _names
 from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
 from ._records import IS_STATE, PLACEHOLDER
+from .damage import DECODE_ERRORS, damaged, decode_error
 from .errors import MissingEventError, RoomStateError
 from .eventinfo import EventInfo
 from .extras import stored_extras
@@ -109,9 +110,17 @@ class Reader:
             ex = self.rooms.extremities(tx, room)
             if not ex:
                 return StateMap(self, empty_entries())
-            snaps = [self.events.get(tx, e).after for e in ex]
+            snaps = [self.extremity(tx, room, e).after for e in ex]
             entries = self.merger.merged_entries(tx, room_id, snaps, resolver)
             return StateMap(self, self.filtered(tx, entries, types))
+
+    def extremity(self, tx, room, nid):
+        """The record of one of a room's forward extremities: a stored event of that room with its state."""
+        rec = self.events.get(tx, nid)
+        if rec is None or rec.outlier or rec.room != room:
+            what = "has no record" if rec is None else "is an outlier" if rec.outlier else "is of another room"
+            raise damaged("rooms", room, f"its forward extremity {nid} {what}")
+        return rec
 
     def forward_extremities(self, room_id):
         with self.reading() as tx:
@@ -205,10 +214,9 @@ class Reader:
             room = self.room(tx, room_id)
             create = 0
             for enid in self.rooms.extremities(tx, room):  # the create event is in the state after each
-                rec = self.events.get(tx, enid)
-                if rec is not None and not rec.outlier:
-                    create = self.snaps.get(tx, rec.after, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID)
-                    break
+                rec = self.extremity(tx, room, enid)
+                create = self.snaps.get(tx, rec.after, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID)
+                break
             rec = self.events.get(tx, create) if create else None
             if rec is None:
                 raise MissingEventError(f"the create event of room {room_id!r} is not in its state")
@@ -241,8 +249,9 @@ class Reader:
                     continue
                 seen.add(nid)
                 rec = events.get(tx, nid)
-                if rec is not None:
-                    todo.extend(rec.auth_events)
+                if rec is None:
+                    raise damaged("events", nid, "an auth event named by a stored event has no record")
+                todo.extend(rec.auth_events)
             return {events.event_id(tx, nid) for nid in seen}
 
     def stats(self, backend):
@@ -270,7 +279,13 @@ class Reader:
     def room_ids(self):
         with self.reading() as tx:
             with tx.txn.cursor(db=self.ids.names_db[ROOM]) as cur:
-                return sorted(decode(value) for _, value in cur)
+                names = []
+                for key, value in cur:
+                    try:
+                        names.append(decode(value))
+                    except UnicodeDecodeError as exc:
+                        raise decode_error("names_r", key, exc) from None
+                return sorted(names)
 
     def room_counts(self):
         """``{room_id: (events, state events)}`` in one pass over the event records,
@@ -280,8 +295,11 @@ class Reader:
             if tx.write:
                 raise RoomStateError("room_counts() counts committed events: call it outside a batch")
             with tx.txn.cursor(db=self.events.db) as cur:
-                for _, raw in cur:
-                    (flags, _, room), _ = _core.unpack_uvarints(raw, 3)
+                for key, raw in cur:
+                    try:
+                        (flags, _, room), _ = _core.unpack_uvarints(raw, 3)
+                    except DECODE_ERRORS as exc:
+                        raise decode_error("events", key, exc) from None
                     if flags & PLACEHOLDER:
                         continue
                     n = counts.get(room)

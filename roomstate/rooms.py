@@ -11,7 +11,23 @@ and writes them once, at its outermost commit.
 """
 import numpy as np
 
+from .damage import damaged, meta_u64
 from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_STATE, U64
+
+
+#: A room's extremities are event NIDs, each once; a room has at most this many
+#: (each a forward extremity named by none of the others: far above any real room).
+MAX_EXTREMITIES = 1 << 20
+
+
+def decode_extremities(room, raw):
+    """A ``rooms`` value: distinct nonzero event NIDs, little-endian u64 each."""
+    if len(raw) % 8 or len(raw) > 8 * MAX_EXTREMITIES:
+        raise damaged("rooms", room, f"{len(raw)} bytes are not a list of event NIDs")
+    ex = tuple(np.frombuffer(raw, dtype=EXTREMITIES_DTYPE).tolist())
+    if 0 in ex or len(set(ex)) != len(ex):
+        raise damaged("rooms", room, "an extremity is 0 or listed twice")
+    return ex
 
 
 class RoomTable:
@@ -25,7 +41,7 @@ class RoomTable:
         ex = tx.get("rooms", room) if tx.write else None
         if ex is None:
             raw = tx.txn.get(U64.pack(room), None, self.db)
-            ex = tuple(np.frombuffer(raw, dtype=EXTREMITIES_DTYPE).tolist()) if raw is not None else ()
+            ex = decode_extremities(room, raw) if raw is not None else ()
         return ex
 
     def set_extremities(self, tx, room, extremities):
@@ -48,7 +64,7 @@ class MetaTable:
         cur = tx.get("meta", key) if tx.write else None
         if cur is None:
             raw = tx.txn.get(key, None, self.db)
-            cur = U64.unpack(raw)[0] if raw is not None else default
+            cur = meta_u64(key, raw) if raw is not None else default
         return cur
 
     def add(self, tx, key, delta):

@@ -2,6 +2,10 @@ from .format import EXTREMITIES_DTYPE as EXTREMITIES_DTYPE
 from .format import META_COUNT_EVENTS as META_COUNT_EVENTS, META_COUNT_STATE as META_COUNT_STATE, U64 as U64
 from _typeshed import Incomplete
 
+MAX_EXTREMITIES: int
+
+def decode_extremities(room: int, raw: bytes | memoryview) -> tuple[int, ...]: ...
+
 class RoomTable:
     db: Incomplete
     def __init__(self, db) -> None: ...

@@ -27,7 +27,7 @@ from . import _core
 from ._core import ENTRY_DTYPE
 from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
-from .errors import RoomStateError
+from .damage import DECODE_ERRORS, damaged, decode_error, stored_nid
 from .format import U64
 from .txn import BoundedCache, ReadThrough
 
@@ -39,6 +39,10 @@ MAX_WEIGHT = 64
 FANOUT = 8
 TIER_BASE = 32
 MAX_BLOCKS = 64
+#: Format bounds on a chain, far above the writer's policy (MAX_HOPS, MAX_WEIGHT), which may
+#: change: a chain has at most CHAIN_LIMIT links holding MAX_WEIGHT_LIMIT entries in all.
+CHAIN_LIMIT = 1 << 16
+MAX_WEIGHT_LIMIT = 1 << 32
 #: Snapshots' layers a write transaction keeps for repeated reads (``get_many``).
 LAYER_SETS = 4096
 
@@ -74,7 +78,9 @@ class SnapshotStore:
         c = parts.find(tx, snap)
         if c is not None:
             return c
-        # Walk the chain up to its base, then build every link's components.
+        # Walk the chain up to its base, then build every link's components.  The walk is
+        # bounded: a link's parent is an older snapshot (a smaller NID) one hop shorter,
+        # so a damaged store cannot make it loop, nor run longer than CHAIN_LIMIT links.
         path = []
         cur = snap
         while True:
@@ -84,20 +90,57 @@ class SnapshotStore:
                     break
             raw = tx.txn.get(_U64.pack(cur), None, self.db)
             if raw is None:
-                raise KeyError(f"snapshot {cur} is missing: the store is damaged")
-            raw = bytes(raw)
-            if raw[0] == _KIND_BASE:
-                (_, n), off = _core.unpack_uvarints(raw, 2)
-                vals, _ = _core.unpack_uvarints(raw, 2 * n, off)
-                c = parts.keep(tx, cur, Components(tuple(vals[:n]), tuple(vals[n:]), (), (), 0, 0))
+                if path:
+                    raise damaged("snapshots", path[-1][0], f"its parent snapshot {cur} is missing")
+                raise damaged("snapshots", cur, "the snapshot is missing")
+            c = self._decode(cur, bytes(raw), path)
+            if isinstance(c, Components):
+                c = parts.keep(tx, cur, c)
                 break
-            (_, hops, weight, parent, n), off = _core.unpack_uvarints(raw, 5)
-            delta = frozen(_core.unpack_entries(raw, n, off))
-            path.append((cur, delta, hops, weight))
-            cur = parent
+            cur = c
+        if path:
+            link = path[-1]
+            if c.hops != link[2] - 1 or c.weight != link[3] - len(link[1]):
+                raise damaged("snapshots", link[0], f"its hops and weight do not follow from its parent {cur}'s")
         for nid, delta, hops, weight in reversed(path):
             c = parts.keep(tx, nid, c.link(nid, delta, hops, weight))
         return c
+
+    def _decode(self, nid, raw, path):
+        """A snapshot record: the Components of a base, or the parent of a chain link
+        (the link appended to ``path``)."""
+        try:
+            kind = raw[0] if raw else 0
+            if kind == _KIND_BASE:
+                (_, n), off = _core.unpack_uvarints(raw, 2)
+                if n > len(raw):
+                    raise ValueError(f"{n} blocks in {len(raw)} bytes")
+                vals, end = _core.unpack_uvarints(raw, 2 * n, off)
+                if end != len(raw):
+                    raise ValueError("bytes after the block list")
+                blocks, sizes = tuple(vals[:n]), tuple(vals[n:])
+                if 0 in blocks or len(set(blocks)) != n:
+                    raise ValueError("a block NID is 0 or listed twice")
+                return Components(blocks, sizes, (), (), 0, 0)
+            if kind != _KIND_CHAIN:
+                raise ValueError(f"unknown record kind {kind}")
+            (_, hops, weight, parent, n), off = _core.unpack_uvarints(raw, 5)
+            delta = frozen(_core.unpack_entries(raw, n, off))
+            if not _core.is_sorted_unique(delta):
+                raise ValueError("its delta is not sorted by key with each key once")
+        except DECODE_ERRORS as exc:
+            raise decode_error("snapshots", nid, exc) from None
+        if not 1 <= parent < nid:
+            raise damaged("snapshots", nid, f"its parent {parent} is not an older snapshot")
+        if path:
+            child = path[-1]
+            fits = hops == child[2] - 1 and weight == child[3] - len(child[1])
+        else:
+            fits = 1 <= hops <= CHAIN_LIMIT and len(delta) <= weight <= MAX_WEIGHT_LIMIT
+        if not fits or hops < 1 or weight < len(delta):
+            raise damaged("snapshots", nid, f"a chain link of {hops} hops and weight {weight} does not fit its chain")
+        path.append((nid, delta, hops, weight))
+        return parent
 
     def layers(self, tx, c, start=0, stop=None):
         """The entry arrays of a snapshot's parts ``start`` to ``stop`` (default: the last)."""
@@ -115,7 +158,7 @@ class SnapshotStore:
             digest = hashlib.blake2b(record, digest_size=16).digest()
             hit = tx.txn.get(digest, None, self.hashes_db)
             if hit is not None:
-                return _U64.unpack(hit)[0], False
+                return stored_nid("snapshot_hashes", digest, hit), False
         nid = self._append(tx, record)
         if digest is not None:
             tx.txn.put(digest, _U64.pack(nid), True, True, False, self.hashes_db)
@@ -126,7 +169,7 @@ class SnapshotStore:
         nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, SNAPSHOT_KIND) without a call layer
         # NIDs only grow: append.  Positional (dupdata, overwrite, append, db): faster than keywords.
         if not tx.txn.put(_U64.pack(nid), record, True, True, True, self.db):
-            raise RoomStateError(f"snapshot NID {nid} is not above the stored ones: the store is damaged")
+            raise damaged("snapshots", nid, "the snapshot NID is not above the stored ones (the counter is behind)")
         return nid
 
     def create_empty(self, tx):

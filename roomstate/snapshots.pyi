@@ -1,4 +1,5 @@
 from .format import U64 as U64
+from .damage import DECODE_ERRORS as DECODE_ERRORS
 from ._core import ENTRY_DTYPE as ENTRY_DTYPE
 from ._write import Components as Components, chain_link as chain_link
 from .blocks import empty_entries as empty_entries, frozen as frozen
@@ -13,6 +14,8 @@ MAX_WEIGHT: int
 FANOUT: int
 TIER_BASE: int
 MAX_BLOCKS: int
+CHAIN_LIMIT: int
+MAX_WEIGHT_LIMIT: int
 LAYER_SETS: int
 
 def tier(size): ...

@@ -16,19 +16,7 @@ class StateMap(_names.StateView, Mapping):
     shared between maps of the same store.
     """
 
-    __slots__ = ("_reader", "_entries", "_loader")
-
-    def __init__(self, reader, entries=None, loader=None):
-        self._reader = reader  # a roomstate.reader.Reader: NIDs to strings and back
-        self._entries = entries
-        self._loader = loader
-
-    @property
-    def entries(self):
-        if self._entries is None:
-            self._entries = self._loader()
-            self._loader = None
-        return self._entries
+    __slots__ = ()  # the entries, the reader and the listed strings are StateView's, at the C level
 
     def __len__(self):
         return len(self.entries)
@@ -50,14 +38,6 @@ class StateMap(_names.StateView, Mapping):
 
     def __contains__(self, key):
         return self._index(key) >= 0
-
-    def _strings(self):
-        """``(keys, event_ids)``: every entry's strings, listed once."""
-        if self._keys is None:
-            keys, values = self._reader.state_strings(self.entries)
-            self._values = values  # before _keys: a reader checks _keys first
-            self._keys = keys
-        return self._keys, self._values
 
     def keys(self):
         return _Keys(self)

@@ -12,8 +12,10 @@ import gc
 import itertools
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 
-from .errors import ReadOnlyError, RoomStateError, StorageError
+from .damage import DECODE_ERRORS, PREFIX
+from .errors import MissingEventError, ReadOnlyError, RoomStateError, StorageError, StoreFormatError
 from .resolvers import resolver_of
 from .txn import ReadTx, Tx
 
@@ -118,9 +120,39 @@ class _Reading:
         self.tx = ReadTx(t.begin_read, t.backend.reader_done)
         return self.tx
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        t = self.transactions
         if self.own:
-            self.tx.close()
+            try:
+                self.tx.close()
+            except Exception as close_exc:  # noqa: BLE001 - the read's own error, if any, comes first
+                if exc is None:
+                    raise read_error(t, close_exc) from close_exc
+        if exc is not None and not isinstance(exc, RoomStateError):
+            error = read_error(t, exc)
+            if error is not exc:
+                raise error from exc
+        return False
+
+
+#: What a read of damaged data may still raise from deep inside (a kernel's invariant,
+#: numpy): reported as damage, not as a bug of the caller.  TypeError is left alone: it
+#: is what a read raises for arguments of the wrong type.
+_DAMAGE_ERRORS = tuple(e for e in DECODE_ERRORS if e is not TypeError)
+
+
+def read_error(transactions, exc):
+    """The RoomStateError for an exception raised while reading, or ``exc`` itself."""
+    if isinstance(exc, RoomStateError):
+        return exc
+    if transactions.closed:
+        return RoomStateError("the store is closed")
+    error = transactions.backend.read_error(exc)
+    if error is not None:
+        return error
+    if isinstance(exc, _DAMAGE_ERRORS) and not isinstance(exc, MissingEventError):
+        return StoreFormatError(f"{PREFIX}reading it raised {type(exc).__name__}: {exc}")
+    return exc
 
 
 class Transactions:
@@ -143,6 +175,17 @@ class Transactions:
         if self.closed:
             raise RoomStateError("the store is closed")
 
+    @contextmanager
+    def resolving(self, name):
+        """While a resolver runs: this thread's writes are refused, naming it."""
+        local = self.local
+        outer = getattr(local, "resolving", None)
+        local.resolving = name
+        try:
+            yield
+        finally:
+            local.resolving = outer
+
     def current(self):
         """The thread's write transaction, or None."""
         return getattr(self.local, "tx", None)
@@ -153,10 +196,22 @@ class Transactions:
 
     def begin_read(self):
         self.check_open()
-        return self.backend.begin_read()
+        try:
+            return self.backend.begin_read()
+        except Exception as exc:  # noqa: BLE001 - translated, or raised as it is
+            error = read_error(self, exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def check_writable(self):
         self.check_open()
+        resolving = getattr(self.local, "resolving", None)
+        if resolving is not None:
+            raise RoomStateError(
+                f"the resolver {resolving} tried to write to the store while resolving a merge "
+                "(a resolver may read the store, never add events to it); the call was rolled back"
+            )
         if self.readonly:
             raise ReadOnlyError(f"the store at {self.backend.path!r} is open read-only")
 

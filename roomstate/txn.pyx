@@ -28,6 +28,7 @@ an event reads or writes its tables.
 
 cimport cython
 
+from .damage import meta_u64
 from .format import U64
 
 DIRTY = frozenset(("meta", "rooms", "marks"))
@@ -76,7 +77,7 @@ cdef class Tx:
         cur = meta.get(name)
         if cur is None:
             raw = self.txn.get(name, None, db)
-            cur = _U64.unpack(raw)[0] if raw is not None else 1
+            cur = meta_u64(name, raw) if raw is not None else 1
         if self.undo is not None:
             self.save("meta", name)
         meta[name] = cur + 1

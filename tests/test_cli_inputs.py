@@ -230,3 +230,36 @@ def test_events_never_stored_on_one_line_are_told_apart_by_their_index(tmp_path,
         f"{path}:1: object 62: '$lost2' not stored: prev event(s) '$gone2' never arrived",
     ]
     assert stats_of(tmp_path / "store")["events"] == 60
+
+
+_DEEP = "[" * 100_000 + "]" * 100_000
+_DIGITS = "9" * 5_000
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [(_DEEP, "JSON nested too deeply"), (_DIGITS, "an integer of more than 4,300 digits")],
+    ids=["deep", "digits"],
+)
+@pytest.mark.parametrize("shape", ["lines", "array"])
+def test_json_python_will_not_make_is_one_line_and_keeps_what_came_before(tmp_path, bad, reason, shape):
+    """A value nested deeper than Python's stack or an integer of thousands of digits is
+    JSON, but json.loads refuses it (RecursionError, ValueError): one line naming it, exit
+    2, and the events before it stored (issue 14)."""
+    good = [
+        {"event_id": "$a", "room_id": "!r:x", "type": "m.room.create", "state_key": "", "content": {}},
+        {"event_id": "$b", "room_id": "!r:x", "type": "m.room.message", "prev_events": ["$a"]},
+    ]
+    third = '{"event_id": "$c", "room_id": "!r:x", "type": "m.room.message", "prev_events": ["$b"], "depth": %s}' % bad
+    if shape == "lines":
+        text = "".join(json.dumps(e) + "\n" for e in good) + third + "\n"
+        path = tmp_path / "in.jsonl"
+    else:
+        text = "[\n" + "".join(json.dumps(e) + ",\n" for e in good) + third + "\n]\n"
+        path = tmp_path / "in.json"
+    path.write_text(text)
+    db = tmp_path / "store"
+    message = one_line_error(run("import", path, "--db", db, "--no-check-auth"), 2)
+    assert message == f"{path}:{3 if shape == 'lines' else 4}: not accepted: {reason}", message
+    proc = run("event", "--db", db, "$b")
+    assert proc.returncode == 0 and '"$b"' in proc.stdout, proc.stderr

@@ -237,7 +237,7 @@ def test_full_filesystem_gives_an_error_and_the_store_survives(tmp_path):
 @needs_mounts
 def test_read_only_filesystem(tmp_path):
     """A store on a filesystem remounted read-only: opening it for writing is a clear
-    StoreFormatError naming the cause; readonly=True opens and reads it."""
+    StorageError (an OS error, not a format one) naming the cause; readonly=True opens and reads it."""
     d = tmp_path / "ro"
     with roomstate.open(d / "s", check_auth=False) as store:
         store.add_events([hp.create_event()] + hp.batch_events(0, 5))
@@ -261,7 +261,7 @@ def test_read_only_filesystem(tmp_path):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     name, is_ours, message = r["rw"]
-    assert is_ours and name == "StoreFormatError", r
+    assert is_ours and name == "StorageError", r
     assert "Read-only file system" in message
     assert r["ro"][0] is True and len(r["ro"][1]) == 7
     assert r["write"] == "ReadOnlyError"

@@ -20,7 +20,8 @@ A backend also provides (see :class:`roomstate.storage.lmdb.LmdbBackend`):
 ``begin_read()`` (ended by ``txn.abort()`` then ``reader_done()``), ``begin_write(parent=None)`` (a nested
 transaction when ``parent`` is given), ``grow()`` after :class:`Full`,
 ``write_lock``, ``table_stats(txn)``, ``space()``, ``initialised`` and
-``close()``.  Every failure of the medium is a :class:`StorageError`; a full
+``close()``, and ``storage_error(exc)`` / ``read_error(exc)``: the RoomStateError for
+one of the backend's own exceptions raised by a write / a read (None for any other).  Every failure of the medium is a :class:`StorageError`; a full
 medium is :class:`Full`, which the store answers with ``grow()`` and one retry
 policy (:func:`roomstate.transactions.until_it_fits`).
 """

@@ -6,6 +6,7 @@ open), map growth, and the translation of LMDB and OS errors into
 :class:`~roomstate.StorageError` and :class:`~roomstate.StoreFormatError`.
 """
 import os
+import stat
 import threading
 
 import lmdb
@@ -13,10 +14,29 @@ import lmdb
 from ..errors import StorageError, StoreFormatError
 from ..format import TABLES
 from . import Full
+from .lmdbfile import check_data_file, db_record_root, root_in_range
 
 # Address space only: LMDB's file grows with the data, not with the map.  A big
 # map makes a mid-transaction "map full" (and its replay) rare; it still grows.
 DEFAULT_MAP_SIZE = 16 << 30
+
+
+def _path_kind(path):
+    """"dir", "file" or None (nothing there); OSError when it cannot be looked at (permissions)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def _reason(exc):
+    """An OS error's reason, said plainly."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
 
 
 class Gate:
@@ -98,6 +118,7 @@ class LmdbBackend:
         self.path = path
         self.readonly = readonly
         self.durable = durable
+        self.meta_page = None  # LMDB's meta page as read at open (lmdbfile.MetaPage), None for a new file
         self._shared = _SharedEnv.acquire(path, readonly, lambda: self._open_env(map_size))
         self.env = self._shared.env
         self.gate = self._shared.gate
@@ -117,23 +138,33 @@ class LmdbBackend:
     def _open_env(self, map_size):
         path = self.path
         data = os.path.join(path, "data.mdb")
+        if path == "":
+            raise StorageError("cannot open the store at '': the path is empty")
         try:
-            if not os.path.exists(path):
+            kind = _path_kind(path)
+            if kind is None:
+                if os.path.islink(path):
+                    raise StorageError(f"cannot open the store at {path!r}: it is a symbolic link to a missing path")
                 if self.readonly:
                     raise StoreFormatError(f"no roomstate store at {path!r}")
                 os.makedirs(path, exist_ok=True)  # another process may be creating it too
-            elif not os.path.isdir(path):
+            elif kind != "dir":
                 raise StoreFormatError(f"{path!r} is not a directory, so not a roomstate store")
-            elif not os.path.exists(data):
+            data_size = None
+            if _path_kind(data) is not None:
+                data_size = os.stat(data).st_size
+            elif self.readonly or set(os.listdir(path)) - {"lock.mdb"}:
                 # A lock.mdb alone is a store another process is creating right now
                 # (LMDB makes the lock file before data.mdb).
-                if self.readonly or set(os.listdir(path)) - {"lock.mdb"}:
-                    raise StoreFormatError(f"{path!r} is not a roomstate store (it has no data.mdb)")
+                raise StoreFormatError(f"{path!r} is not a roomstate store (it has no data.mdb)")
             size = map_size or DEFAULT_MAP_SIZE
-            if os.path.exists(data):
-                size = max(size, os.path.getsize(data) * 2)
+            if data_size is not None:
+                self.meta_page = check_data_file(data)
+                size = max(size, data_size * 2)
         except OSError as exc:
-            raise StorageError(f"cannot open the store at {path!r}: {exc.strerror or exc}") from exc
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"cannot open the store at {path!r}: {_reason(exc)}") from exc
         try:
             return lmdb.open(
                 path,
@@ -146,24 +177,52 @@ class LmdbBackend:
                 lock=True,
             )
         except lmdb.Error as exc:
+            # A plain lmdb.Error carries an errno (permissions, I/O); its subclasses are LMDB's own codes.
+            if type(exc) is lmdb.Error or isinstance(exc, (lmdb.DiskError, lmdb.LockError, lmdb.ReadersFullError)):
+                raise StorageError(f"cannot open the store at {path!r}: {exc}") from exc
             raise StoreFormatError(f"cannot open the store at {path!r}: {exc}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot open the store at {path!r}: {_reason(exc)}") from exc
 
     def _open_tables(self):
         env = self.env
         # Named databases are keys of LMDB's main database: an environment
         # holding anything else there was written by another program.
-        with env.begin() as txn:
-            names = [bytes(k) for k, _ in txn.cursor()]
+        try:
+            with env.begin() as txn:
+                records = {bytes(k): bytes(v) for k, v in txn.cursor()}
+        except lmdb.Error as exc:
+            raise StoreFormatError(f"the store is damaged: {self.path!r}: LMDB's main database cannot be read: {exc}") from exc
+        names = set(records)
         foreign = [k for k in names if k.decode("utf-8", "replace") not in TABLES]
         if foreign or (names and b"meta" not in names):
             raise StoreFormatError(f"{self.path!r} is an LMDB environment of another program, not a roomstate store")
+        last = self.env.info()["last_pgno"]
+        for name, raw in records.items():
+            root = db_record_root(raw)
+            if root is None:
+                raise StoreFormatError(f"{self.path!r} is an LMDB environment of another program, not a roomstate store "
+                                       f"(its key {name.decode()!r} is not a table)")
+            if not root_in_range(root, last):
+                raise StoreFormatError(f"the store is damaged: {self.path!r}: table {name.decode()!r} has its root "
+                                       f"at page {root}, past the last page {last}")
+        missing = [t for t in TABLES if t.encode() not in names]
+        if names and missing:
+            raise StoreFormatError(f"{self.path!r} is not a roomstate store: it lacks the tables {', '.join(missing)}")
+        if missing and self.readonly:
+            raise StoreFormatError(f"{self.path!r} is not a roomstate store (missing tables)")
         try:
-            tables = {name: env.open_db(name.encode(), create=not self.readonly) for name in TABLES}
-        except (lmdb.NotFoundError, lmdb.ReadonlyError) as exc:
-            raise StoreFormatError(f"{self.path!r} is not a roomstate store (missing tables)") from exc
+            if missing:
+                # Every table in one transaction: another process sees all of them or none.
+                with env.begin(write=True) as txn:
+                    tables = {name: env.open_db(name.encode(), txn=txn, create=True) for name in TABLES}
+            else:
+                tables = {name: env.open_db(name.encode(), create=False) for name in TABLES}
         except lmdb.MapFullError:
             self.grow()
             return self._open_tables()
+        except lmdb.Error as exc:
+            raise StoreFormatError(f"{self.path!r} is not a roomstate store: {exc}") from exc
         if not self.readonly:
             env.reader_check()  # free the slots of reader processes that died
         return tables
@@ -213,6 +272,17 @@ class LmdbBackend:
         if isinstance(exc, lmdb.Error) and not isinstance(exc, self.full_errors):
             return StorageError(f"the store at {self.path!r} could not be written: {exc}")
         return None
+
+    def read_error(self, exc):
+        """The RoomStateError for an LMDB failure during a read, or None for another exception.
+
+        A page LMDB cannot find or make sense of is damage; a reader table, a lock or the
+        disk failing is the medium's."""
+        if not isinstance(exc, lmdb.Error):
+            return None
+        if isinstance(exc, (lmdb.DiskError, lmdb.ReadersFullError, lmdb.TlsFullError, lmdb.LockError)) or type(exc) is lmdb.Error:
+            return StorageError(f"the store at {self.path!r} could not be read: {exc}")
+        return StoreFormatError(f"the store is damaged: {self.path!r}: LMDB: {exc}")
 
     # -- map size ------------------------------------------------------------
     @property

@@ -161,6 +161,9 @@ class MemoryBackend:
     def storage_error(self, exc):
         return None
 
+    def read_error(self, exc):
+        return None
+
     def grow(self):
         """Memory has no map to grow; never :class:`Full`."""
 
