@@ -204,6 +204,7 @@ class AuthChecker:
         # The auth events: each of a key the selection allows, once, none rejected.
         events = self.events
         pl = jr = member = 0
+        sender_membership = 0  # none: the sender's member event is not among the auth events
         has_create = False
         for n in auth_nids:
             rec = events.get(tx, n)
@@ -225,8 +226,6 @@ class AuthChecker:
                 return False
         if needs_create and not has_create:
             return False
-        if not member:
-            sender_membership = 0
         if is_member:
             if membership == _JOIN:
                 if sender_membership == _BAN:
