@@ -125,15 +125,15 @@ class AuthChecker:
             return None
         create_nid = self._create_nid(tx, p.room_id, auth_nids, before)
         create = self._room_create(tx, p.room_id, create_nid)
-        strict_json(ev, self._version(create), p.event_id)
+        rv = self._version(create)
+        strict_json(ev, rv, p.event_id)
         memo = self.memo
         kept = not (type_nid == REDACTION_TYPE_NID or (type_nid == MEMBER_TYPE_NID and not 1 <= fields[4] <= 5))
         # The rule of the creator's first join: is the only prev event the create event?
         key = (fields, len(prev_nids) == 1 and prev_nids[0] == create_nid, create_nid, auth_nids)
         answer = memo.find(tx, key) if kept else None
         if answer is None:
-            create = self._room_create(tx, p.room_id, create_nid)
-            reason = self._checked(tx, ev, auth_nids, self._version(create), create)
+            reason = self._checked(tx, ev, auth_nids, rv, create)
             # The answer against the auth events, and the keys to read in the state before.
             answer = (reason or "", self._selection(tx, ev, create))
             if kept:
@@ -144,14 +144,8 @@ class AuthChecker:
         # Against the state before the event: when it holds exactly the auth events at the
         # keys the selection names (nearly always), the answer is the one just given.
         if selection is None:
-            selection = self._selection(tx, ev, self._room_create(tx, p.room_id, create_nid))
-        snaps = self.snaps
-        found = set()
-        for tnid, knid in selection:
-            if tnid and knid:
-                enid = snaps.get(tx, before, tnid, knid)
-                if enid:
-                    found.add(enid)
+            selection = self._selection(tx, ev, create)
+        found = {n for n in self.snaps.get_many(tx, before, [(t, k) for t, k in selection if t and k]) if n}
         state = tuple(sorted(found))
         if state == auth_nids:
             return None
@@ -160,8 +154,7 @@ class AuthChecker:
         key = ("before", fields, only_prev, create_nid, state)
         reason = memo.find(tx, key) if kept else None
         if reason is None:
-            create = self._room_create(tx, p.room_id, create_nid)
-            reason = self._against(tx, ev, state, create, self._version(create)) or ""
+            reason = self._against(tx, ev, state, create, rv) or ""
             if kept:
                 memo.keep(tx, key, reason)
         return reason or None
@@ -374,6 +367,8 @@ def strict_json(ev, rv, event_id):
                 check_json(v, True, k)
             except InvalidEventError as exc:
                 raise InvalidEventError(exc.field, f"{exc.reason} (room version {rv.identifier})", event_id) from None
+            except RecursionError:
+                raise InvalidEventError(k, "nested too deeply to check as canonical JSON", event_id) from None
 
 
 def _without_rejected(ev):

@@ -177,10 +177,14 @@ class Writer:
             return ev, ev
         rv = self.room_version_of(tx, ev, is_create)
         if "event_id" not in ev:
-            ev = {**ev, "event_id": compute_event_id(ev, rv)}
-        if is_create and "room_id" not in ev and rv.room_id_from_create:
-            return ev, {**ev, "room_id": "!" + ev["event_id"][1:]}
-        return ev, ev
+            try:
+                ev = {**ev, "event_id": compute_event_id(ev, rv)}
+            except RecursionError:
+                raise InvalidEventError("event", "nested too deeply to compute its event ID") from None
+        eid = ev["event_id"]
+        if is_create and "room_id" not in ev and rv.room_id_from_create and isinstance(eid, str) and eid:
+            return ev, {**ev, "room_id": "!" + eid[1:]}
+        return ev, ev  # parse() says what is wrong with an event ID that is not one
 
     def room_version_of(self, tx, ev, is_create):
         """The room version of an event that does not carry its ID: a create event's

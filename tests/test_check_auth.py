@@ -170,3 +170,19 @@ def test_floats_and_big_integers_are_invalid_from_room_version_6(tmp_path, versi
         else:
             s.add_event(msg)  # room versions 1-5 take them (a float is not a level there either)
             assert s.has_event("$odd")
+
+
+def test_content_nested_past_the_stack_is_invalid_not_a_crash(checked):
+    events = list(workloads.hq(6, seed=1))
+    checked.add_events(events)
+    before = dump(checked)
+    deep = cur = {}
+    for _ in range(5000):
+        cur["a"] = {}
+        cur = cur["a"]
+    msg = {"event_id": "$deep", "room_id": events[0]["room_id"], "type": "m.room.message",
+           "sender": events[0]["sender"], "content": deep, "prev_events": [events[-1]["event_id"]],
+           "auth_events": [events[0]["event_id"]], "origin_server_ts": 1, "depth": 9}
+    with pytest.raises(InvalidEventError, match="nested too deeply"):
+        checked.add_event(msg)
+    assert dump(checked) == before

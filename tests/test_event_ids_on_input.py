@@ -109,3 +109,11 @@ def test_ids_are_computed_without_check_auth_too(tmp_path):
     with roomstate.open(tmp_path / "s", resolver="newest_event", check_auth=False) as s:
         s.add_events(without_ids(events))
         assert all(s.has_event(e["event_id"]) for e in events)
+
+
+def test_a_version_12_create_event_with_an_event_id_that_is_no_string_is_invalid(store):
+    create = dict(next(iter(workloads.hq(5, seed=3, room_version="12"))))
+    create["event_id"] = 5
+    with pytest.raises(InvalidEventError, match="event_id"):
+        store.add_event(create)
+    assert store.rooms() == []
