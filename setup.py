@@ -16,7 +16,7 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("ROOMSTATE_DEBUG", "") not in ("", "0")
 PURE = os.environ.get("ROOMSTATE_PURE", "") not in ("", "0")
-COMPILED = ["ids", "events", "authcheck", "blocks", "snapshots", "statemap", "rooms", "tables", "writer", "merger", "resolvers", "reader", "transactions", "store"]
+COMPILED = ["ids", "events", "authcheck", "blocks", "snapshots", "statemap", "rooms", "tables", "writer", "merger", "matrixres", "resolvers", "reader", "transactions", "store"]
 
 directives = {
     "language_level": 3,

@@ -36,7 +36,7 @@ DEFAULT_BATCH = 10_000
 DEFAULT_MAX_HELD = 100_000
 DEFAULT_DEMO_EVENTS = 200_000
 DB_ENV = "ROOMSTATE_DB"
-RESOLVERS = ("raise_on_conflict", "newest_event")
+RESOLVERS = ("matrix", "newest_event", "raise_on_conflict")
 
 # What the engine raises for an event it will not store.  ValueError and TypeError
 # cover bad input that reaches past validation (InvalidEventError is a ValueError).
@@ -53,7 +53,7 @@ class CommandError(Exception):
 
 def _hint(exc: BaseException) -> str:
     if isinstance(exc, ConflictError):
-        return f"{exc} (use --resolver newest_event to resolve conflicts)"
+        return f"{exc} (use --resolver matrix or newest_event to resolve conflicts)"
     return str(exc)
 
 
@@ -663,8 +663,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _, ms = _timed(lambda: workloads.write_jsonl(rec, jsonl))
         print(f"generated {rec.count:,} events in {ms / 1000:.2f} s: {_size(os.path.getsize(jsonl))} of JSON lines")
         where = db if args.db else "a temporary directory (deleted at exit)"
-        print(f"importing into {where} with the newest_event resolver")
-        with _open_store(db, resolver="newest_event", create=True) as store:
+        print(f"importing into {where} (forks merged by the Matrix state resolution)")
+        with _open_store(db, create=True) as store:
             run_import(store, [jsonl], progress=progress)
             if rec.count:
                 print("answers:")
@@ -754,8 +754,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="a file (gzip-compressed or not), or - for stdin")
     db(p, "the store directory, created when missing")
-    p.add_argument("--resolver", choices=RESOLVERS, default="raise_on_conflict",
-                   help="how conflicted state keys are merged at forks (default: raise_on_conflict)")
+    p.add_argument("--resolver", choices=RESOLVERS, default="matrix",
+                   help="how conflicted state keys are merged at forks: matrix, the Matrix specification's "
+                        "state resolution (the default), newest_event or raise_on_conflict")
     p.add_argument("--batch", type=_positive, default=DEFAULT_BATCH, metavar="N",
                    help=f"events per write transaction (default: {DEFAULT_BATCH:,})")
     p.add_argument("--skip-invalid", action="store_true",
@@ -791,8 +792,8 @@ def _parser() -> argparse.ArgumentParser:
                 "roomstate current --db room.db '!room:example.org' --resolver newest_event --type m.room.member")
     db(p)
     p.add_argument("room_id", metavar="ROOM_ID")
-    p.add_argument("--resolver", choices=RESOLVERS, default="raise_on_conflict",
-                   help="how the states of several forward extremities merge (default: raise_on_conflict)")
+    p.add_argument("--resolver", choices=RESOLVERS, default="matrix",
+                   help="how the states of several forward extremities merge (default: matrix)")
     type_filter(p)
 
     p = command("diff", cmd_diff, "the change from the state after EVENT_A to the state after EVENT_B",

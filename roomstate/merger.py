@@ -16,9 +16,12 @@ import numpy as np
 from . import _core
 from ._write import merge_delta, merge_split
 from .blocks import entries_from, frozen
-from .errors import InvalidEventError
+from ._records import PLACEHOLDER
+from .errors import InvalidEventError, MissingEventError
 from .ids import EVENT, ROOM, STATE_KEY, TYPE
+from .matrixres import MatrixResolution
 from .resolvers import ResolverContext
+from .statemap import StateMap
 
 
 def resolver_name(fn):
@@ -50,6 +53,8 @@ class Merger:
         self.snaps = tables.snaps
         self.reader = reader
         self.store = store  # what a resolver's context offers
+        self.tables = tables
+        self._matrix = None  # the Matrix resolution, made when first needed
 
     def merged_snapshot(self, tx, room_id, snaps, resolver):
         """The snapshot NID of the merged state, stored as a delta against the closest input."""
@@ -74,19 +79,78 @@ class Merger:
         delta["event"] = result
         return frozen(_core.overlay(prefix + [delta]))
 
+    def resolved_entries(self, tx, room, room_id, state_sets, resolver):
+        """The resolution of ``state_sets`` — mappings ``(type, state_key) -> event_id``
+        of stored state events of the room (outliers included) — as a full entry array."""
+        if isinstance(state_sets, Mapping) or not hasattr(state_sets, "__iter__"):
+            raise TypeError("state_sets must be an iterable of mappings (type, state_key) -> event_id")
+        arrays = [self._entries_of(tx, room, room_id, s, i) for i, s in enumerate(state_sets)]
+        if not arrays:
+            return frozen(entries_from(()))
+        keys, vals = _core.align(arrays)
+        loaders = [lambda a=a: a for a in arrays]
+        keys, vals, result = self.decide(tx, room_id, loaders, [], keys, vals, resolver)
+        out = keys.copy()
+        out["event"] = result
+        return frozen(out[result != 0])
+
+    def _entries_of(self, tx, room, room_id, state, i):
+        """One state set of :meth:`resolved_entries` as sorted entries, each event checked."""
+        if isinstance(state, StateMap) and state._reader is self.reader:
+            return state.entries  # a state this store gave: stored entries already
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state_sets[{i}] is {type(state).__name__}, not a mapping")
+        ids, events = self.ids, self.events
+        rows = []
+        for key, eid in state.items():
+            if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+                raise InvalidEventError("state_sets", f"state_sets[{i}] has key {key!r}, not a (type, state_key) pair")
+            if not isinstance(eid, str):
+                raise InvalidEventError("state_sets", f"state_sets[{i}][{key!r}] is {eid!r}, not an event ID")
+            nid = events.lookup(tx, eid)
+            rec = events.get(tx, nid) if nid else None
+            if rec is None or rec.flags & PLACEHOLDER:
+                raise MissingEventError(f"event {eid!r} of state_sets[{i}] is not stored", eid)
+            if rec.room != room:
+                raise InvalidEventError("state_sets", f"{eid!r} is an event of another room than {room_id!r}", eid)
+            tnid = ids.lookup(tx, TYPE, key[0])
+            knid = ids.lookup(tx, STATE_KEY, key[1])
+            if not rec.is_state or rec.type != tnid or rec.state_key != knid:
+                raise InvalidEventError("state_sets", f"state_sets[{i}] holds {eid!r} at {key!r}, not its key", eid)
+            rows.append((tnid, knid, nid))
+        rows.sort()
+        return frozen(entries_from(rows))
+
     def _merge(self, tx, room_id, snaps, resolver):
         prefix, keys, vals = self.snaps.aligned(tx, snaps)
+        reader = self.reader
+        loaders = [lambda s=s: reader.snapshot_state(s) for s in snaps]
+        keys, vals, result = self.decide(tx, room_id, loaders, prefix, keys, vals, resolver)
+        return prefix, keys, vals, result
+
+    def decide(self, tx, room_id, loaders, prefix, keys, vals, resolver):
+        """The merged value of each key of ``keys`` (``vals``: their events in each
+        state, over the layers ``prefix`` every state shares; ``loaders``: a function
+        per state giving its entries, for a string-level resolver's context).
+
+        Returns ``(keys, vals, result)``: a resolver may add keys no state held."""
         result, agree, conflicted_rows = merge_split(vals)
         if len(conflicted_rows):
-            if resolver.on_nids is not None:
+            if resolver.in_store:
+                if self._matrix is None:
+                    self._matrix = MatrixResolution(self.tables)
+                extra = self._matrix(tx, room_id, prefix, keys, vals, agree, result, conflicted_rows)
+                if extra:
+                    keys, vals, result = with_keys(prefix, keys, vals, result, extra)
+            elif resolver.on_nids is not None:
                 resolver.on_nids(_EventsAt(self.events, tx), vals, conflicted_rows, result)
             else:
                 keys, vals, result = self._resolve(
-                    tx, room_id, snaps, prefix, keys, vals, agree, result, conflicted_rows, resolver.on_strings
+                    tx, room_id, loaders, prefix, keys, vals, agree, result, conflicted_rows, resolver.on_strings
                 )
-        return prefix, keys, vals, result
+        return keys, vals, result
 
-    def _resolve(self, tx, room_id, snaps, prefix, keys, vals, agree, result, rows, resolver):
+    def _resolve(self, tx, room_id, loaders, prefix, keys, vals, agree, result, rows, resolver):
         """Ask a string-level resolver about the conflicted ``rows``; its answer decides them."""
         ids = self.ids
         ck = keys[rows]
@@ -105,7 +169,7 @@ class Merger:
             return frozen(_core.overlay(prefix + [d]))
 
         reader = self.reader
-        state_sets = [reader.statemap_of(lambda s=s: reader.snapshot_state(s)) for s in snaps]
+        state_sets = [reader.statemap_of(load) for load in loaders]
         ctx = ResolverContext(room_id, state_sets, conflicted, reader.statemap_of(unconflicted), self.store)
         name = resolver_name(resolver)
         with self.store._tx.resolving(name):
@@ -155,11 +219,17 @@ class Merger:
             if i not in picked:
                 result[i] = 0
         if extra:
-            ek = entries_from((t, k, 0) for t, k, _ in extra)
-            ev = _core.lookup_keys(prefix, ek)
-            keys = np.concatenate([keys, ek])
-            vals = np.concatenate([vals, np.repeat(ev[:, None], vals.shape[1], axis=1)])
-            result = np.concatenate([result, np.array([e for _, _, e in extra], dtype=np.uint64)])
-            order = np.lexsort((keys["state_key"], keys["type"]))
-            keys, vals, result = keys[order], vals[order], result[order]
+            return with_keys(prefix, keys, vals, result, extra)
         return keys, vals, result
+
+
+def with_keys(prefix, keys, vals, result, extra):
+    """``keys``, ``vals`` and ``result`` with the keys of ``extra`` — ``(type, state_key,
+    event)`` NIDs, keys no state set held — added in key order."""
+    ek = entries_from((t, k, 0) for t, k, _ in extra)
+    ev = _core.lookup_keys(prefix, ek)
+    keys = np.concatenate([keys, ek])
+    vals = np.concatenate([vals, np.repeat(ev[:, None], vals.shape[1], axis=1)])
+    result = np.concatenate([result, np.array([e for _, _, e in extra], dtype=np.uint64)])
+    order = np.lexsort((keys["state_key"], keys["type"]))
+    return keys[order], vals[order], result[order]

@@ -1,6 +1,9 @@
 from ._write import merge_delta as merge_delta, merge_split as merge_split
 from .blocks import entries_from as entries_from, frozen as frozen
-from .errors import InvalidEventError as InvalidEventError
+from ._records import PLACEHOLDER as PLACEHOLDER
+from .errors import InvalidEventError as InvalidEventError, MissingEventError as MissingEventError
+from .matrixres import MatrixResolution as MatrixResolution
+from .statemap import StateMap as StateMap
 from .ids import EVENT as EVENT, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
 from .resolvers import ResolverContext as ResolverContext
 from _typeshed import Incomplete
@@ -18,6 +21,11 @@ class Merger:
     snaps: Incomplete
     reader: Incomplete
     store: Incomplete
+    tables: Incomplete
     def __init__(self, tables, reader, store) -> None: ...
+    def resolved_entries(self, tx, room, room_id, state_sets, resolver): ...
+    def decide(self, tx, room_id, loaders, prefix, keys, vals, resolver): ...
     def merged_snapshot(self, tx, room_id, snaps, resolver): ...
     def merged_entries(self, tx, room_id, snaps, resolver): ...
+
+def with_keys(prefix, keys, vals, result, extra): ...

@@ -114,6 +114,11 @@ class Reader:
             entries = self.merger.merged_entries(tx, room_id, snaps, resolver)
             return StateMap(self, self.filtered(tx, entries, types))
 
+    def resolve_state(self, room_id, state_sets, resolver):
+        with self.reading() as tx:
+            room = self.room(tx, room_id)
+            return StateMap(self, self.merger.resolved_entries(tx, room, room_id, state_sets, resolver))
+
     def extremity(self, tx, room, nid):
         """The record of one of a room's forward extremities: a stored event of that room with its state."""
         rec = self.events.get(tx, nid)

@@ -12,13 +12,14 @@ from .errors import ConflictError
 class ResolverContext:
     """What a resolver sees.
 
-    ``room_id``; ``state_sets``: the state after each prev event (StateMaps);
-    ``conflicted``: ``{(type, state_key): {event_id, ...}}`` — the events the
-    key has in the prev states that hold it; ``unconflicted``: a StateMap of
-    the keys every prev state agrees on; ``store``: the StateStore.
+    ``room_id``; ``room_version`` (read when first asked for); ``state_sets``:
+    the state after each prev event (StateMaps); ``conflicted``:
+    ``{(type, state_key): {event_id, ...}}`` — the events the key has in the
+    prev states that hold it; ``unconflicted``: a StateMap of the keys every
+    prev state agrees on; ``store``: the StateStore.
     """
 
-    __slots__ = ("room_id", "state_sets", "conflicted", "unconflicted", "store")
+    __slots__ = ("room_id", "state_sets", "conflicted", "unconflicted", "store", "_room_version")
 
     def __init__(self, room_id, state_sets, conflicted, unconflicted, store):
         self.room_id = room_id
@@ -26,6 +27,14 @@ class ResolverContext:
         self.conflicted = conflicted
         self.unconflicted = unconflicted
         self.store = store
+        self._room_version = None
+
+    @property
+    def room_version(self):
+        """The room's version, as its create event names it."""
+        if self._room_version is None:
+            self._room_version = self.store.room_version(self.room_id)
+        return self._room_version
 
     def depth(self, event_id):
         """The stored depth of an event."""
@@ -33,7 +42,7 @@ class ResolverContext:
 
 
 def raise_on_conflict(ctx):
-    """The default: refuse to merge conflicting states."""
+    """Refuse to merge conflicting states."""
     if ctx.conflicted:
         raise ConflictError(ctx.room_id, ctx.conflicted.keys())
     return {}
@@ -58,14 +67,28 @@ def newest_event_on_nids(events, vals, rows, result):
         result[i] = tied[0] if len(tied) == 1 else max(tied, key=events.event_id)
 
 
+def matrix(ctx):
+    """The Matrix specification's state resolution (v1, v2 or v2.1, by the room version).
+
+    The store runs it on NIDs (:mod:`roomstate.matrixres`); called as a function of a
+    context, it resolves the context's state sets through ``ctx.store.resolve_state``
+    and returns what differs from the unconflicted state."""
+    resolved = ctx.store.resolve_state(ctx.room_id, ctx.state_sets, resolver="matrix")
+    unconflicted = ctx.unconflicted
+    return {key: eid for key, eid in resolved.items() if unconflicted.get(key) != eid}
+
+
 class Resolver:
-    """A resolver as the merger uses it: the string-level function, and an optional NID-level one."""
+    """A resolver as the merger uses it: the string-level function, and an optional
+    NID-level one (``on_nids``); ``in_store``: the merger runs the store's own
+    implementation (:mod:`roomstate.matrixres`) instead of either."""
 
-    __slots__ = ("on_strings", "on_nids")
+    __slots__ = ("on_strings", "on_nids", "in_store")
 
-    def __init__(self, on_strings, on_nids=None):
+    def __init__(self, on_strings, on_nids=None, in_store=False):
         self.on_strings = on_strings
         self.on_nids = on_nids
+        self.in_store = in_store
 
     def __call__(self, ctx):
         return self.on_strings(ctx)
@@ -79,6 +102,7 @@ def register(name, on_strings, on_nids=None):
     BUILTIN[name] = Resolver(on_strings, on_nids)
 
 
+BUILTIN["matrix"] = Resolver(matrix, in_store=True)
 register("raise_on_conflict", raise_on_conflict)
 register("newest_event", newest_event, newest_event_on_nids)
 
@@ -86,7 +110,7 @@ register("newest_event", newest_event, newest_event_on_nids)
 def resolver_of(resolver):
     """The :class:`Resolver` for a name, a callable, or None (the default)."""
     if resolver is None:
-        return BUILTIN["raise_on_conflict"]
+        return BUILTIN["matrix"]
     if isinstance(resolver, Resolver):
         return resolver
     if isinstance(resolver, str):

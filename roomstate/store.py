@@ -25,11 +25,12 @@ from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 
 
-def open(path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=True):  # noqa: A001
+def open(path, *, resolver="matrix", readonly=False, durable=True, map_size=None, check_auth=True):  # noqa: A001
     """Open (or create) the store at ``path`` (``":memory:"``: held in memory); see :class:`StateStore`.
 
-    ``resolver``: the default for merges (``"raise_on_conflict"``, ``"newest_event"``
-    or a callable); ``readonly``: an existing store, no writes; ``durable=False``:
+    ``resolver``: the default for merges: ``"matrix"`` (the Matrix specification's
+    state resolution, by the room version), ``"newest_event"``, ``"raise_on_conflict"``
+    or a callable; ``readonly``: an existing store, no writes; ``durable=False``:
     commits not fsynced; ``map_size``: the LMDB map's initial size in bytes (it grows
     by itself); ``check_auth`` (the default): every event added is checked against the
     Matrix authorization rules of its room version (it must carry ``sender`` and
@@ -51,7 +52,7 @@ class StateStore:
     from any thread, each in its own short read transaction.
     """
 
-    def __init__(self, path, *, resolver=None, readonly=False, durable=True, map_size=None, check_auth=True):
+    def __init__(self, path, *, resolver="matrix", readonly=False, durable=True, map_size=None, check_auth=True):
         self.path = path if isinstance(path, str) and path == MEMORY else os.fspath(path)
         self.readonly = bool(readonly)
         self.durable = bool(durable)
@@ -217,6 +218,18 @@ class StateStore:
         when the extremities disagree and the store's resolver refuses.
         """
         return self._reader.current_state(room_id, types, self.resolver)
+
+    def resolve_state(self, room_id, state_sets, *, resolver=None):
+        """The resolution of ``state_sets``: mappings ``(type, state_key) -> event_id`` of
+        stored state events of the room (outliers included; StateMaps of this store are
+        taken as they are), by ``resolver`` (default: the store's).
+
+        For a caller that holds states of its own (a server answering ``/state_ids``,
+        say).  Raises :class:`MissingEventError` for an unknown room or event,
+        :class:`InvalidEventError` for an event of another room or at another key, and
+        what the resolver raises.
+        """
+        return self._reader.resolve_state(room_id, state_sets, self.resolver if resolver is None else resolver_of(resolver))
 
     def forward_extremities(self, room_id):
         """Event IDs of a room's forward extremities (events with no stored children).

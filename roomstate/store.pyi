@@ -24,7 +24,7 @@ _Types = Iterable[tuple[str, str | None]] | None
 def open(
     path: str | PathLike[str],
     *,
-    resolver: _Resolver = None,
+    resolver: _Resolver = "matrix",
     readonly: bool = False,
     durable: bool = True,
     map_size: int | None = None,
@@ -44,7 +44,7 @@ class StateStore:
         self,
         path: str | PathLike[str],
         *,
-        resolver: _Resolver = None,
+        resolver: _Resolver = "matrix",
         readonly: bool = False,
         durable: bool = True,
         map_size: int | None = None,
@@ -67,6 +67,7 @@ class StateStore:
     def state_before(self, event_id: str, *, types: _Types = None) -> StateMap: ...
     def state_after(self, event_id: str, *, types: _Types = None) -> StateMap: ...
     def current_state(self, room_id: str, *, types: _Types = None) -> StateMap: ...
+    def resolve_state(self, room_id: str, state_sets: Iterable[Mapping[_Key, str]], *, resolver: _Resolver = None) -> StateMap: ...
     def forward_extremities(self, room_id: str) -> list[str]: ...
     def get_state(self, event_id: str, type: str, state_key: str, *, after: bool = False) -> str | None: ...
     def state_diff(self, event_a: str, event_b: str) -> StateDiff: ...

@@ -299,9 +299,9 @@ def test_a_conflict_names_its_line_and_the_way_out(tmp_path, reference):
     )
     path = write_lines(tmp_path / "room.jsonl", as_lines(events))
     db = tmp_path / "store"
-    message = one_line_error(run("import", "--no-check-auth", path, "--db", db), 2)
+    message = one_line_error(run("import", "--no-check-auth", path, "--db", db, "--resolver", "raise_on_conflict"), 2)
     assert message.startswith(f"{path}:{first_conflict + 1}: "), message
-    assert "conflicted state key" in message and "--resolver newest_event" in message
+    assert "conflicted state key" in message and "--resolver matrix or newest_event" in message
     assert stats_of(db)["events"] == first_conflict
 
 

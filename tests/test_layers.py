@@ -54,7 +54,7 @@ def test_resolvers_by_name_by_function_and_any_callable():
     newest = resolvers.resolver_of("newest_event")
     assert newest.on_nids is resolvers.newest_event_on_nids
     assert resolvers.resolver_of(roomstate.newest_event) is newest  # the function keeps its fast path
-    assert resolvers.resolver_of(None) is resolvers.BUILTIN["raise_on_conflict"]
+    assert resolvers.resolver_of(None) is resolvers.BUILTIN["matrix"]
     mine = resolvers.resolver_of(lambda ctx: {})
     assert mine.on_nids is None
     with pytest.raises(ValueError, match="unknown resolver"):

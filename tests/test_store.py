@@ -187,8 +187,8 @@ def fork(store):
     store.add_event(ev("$4", "m.room.topic", "", ["$2"], depth=3))
 
 
-def test_merge_default_resolver_raises_naming_keys(tmp_path):
-    with roomstate.open(tmp_path / "s", check_auth=False) as store:
+def test_merge_raise_on_conflict_raises_naming_keys(tmp_path):
+    with roomstate.open(tmp_path / "s", check_auth=False, resolver="raise_on_conflict") as store:
         fork(store)
         before = dump(store)
         with pytest.raises(ConflictError) as err:

@@ -7,10 +7,9 @@ one at a time (no event there has two prev events), in another all at once, so t
 room forks as real ones do (events with several prev events).  Synapse is stopped, then
 the commands read its database: it must be byte for byte the same afterwards.
 
-Until roomstate has the Matrix state-resolution algorithm, forks merge with
-``newest_event`` and the forked room's disagreements are recorded, not asserted away:
-``test_forked_room_agrees_with_the_matrix_resolver`` runs as soon as
-``roomstate.open(..., resolver="matrix")`` is accepted.
+Forks merge by the Matrix state resolution (the default): the forked room must agree
+with Synapse on every event.  Imported with ``newest_event`` it may not, and the lines
+``verify`` writes for its disagreements are checked for their shape.
 
 Synapse is AGPL: it runs as a separate process here; roomstate never imports it.
 """
@@ -272,7 +271,7 @@ def test_verify_sequential_room_has_no_disagreement(played):
 
 
 def test_verify_forked_room_reports_well_formed_disagreements(played, record_property):
-    db = _imported(played, "store")
+    db = _imported(played, "store-newest", "--resolver", "newest_event")
     proc = run_cli("synapse", "verify", played.source, "--db", db)
     assert proc.returncode in (0, 5), proc.stderr
     lines = _lines(proc.stdout)
@@ -294,12 +293,8 @@ def test_verify_forked_room_reports_well_formed_disagreements(played, record_pro
 
 
 def test_forked_room_agrees_with_the_matrix_resolver(played):
-    try:
-        roomstate.open(":memory:", resolver="matrix").close()
-    except ValueError as exc:
-        pytest.skip(f"roomstate has no Matrix state resolution yet ({exc}); forks merge with newest_event")
     assert load.default_resolver() == "matrix"
-    db = _imported(played, "store-matrix", "--resolver", "matrix")
+    db = _imported(played, "store")  # the default: matrix
     proc = run_cli("synapse", "verify", played.source, "--db", db)
     assert proc.stdout == "" and proc.returncode == 0, proc.stdout[:2000] + proc.stderr
 
@@ -457,7 +452,8 @@ def test_room_version_12(tmp_path):
                     "(without room_id it is refused, with one rule 1.2 rejects it)")
     hs = synapse_server.Homeserver(str(tmp_path / "hs")).start()
     try:
-        room, _ = synapse_server.play(hs, seed=12, concurrent=False, room_version="12", users=3, steps=12)
+        # Users acting at once: the room forks, and merges by state resolution v2.1.
+        room, _ = synapse_server.play(hs, seed=12, concurrent=True, room_version="12", users=4, steps=15)
     finally:
         hs.stop()
     db = str(tmp_path / "store")

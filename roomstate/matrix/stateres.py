@@ -33,6 +33,7 @@ this module follows the specification and says so where the step is implemented:
 - v1: when no conflicting "other" event passes the rules in R, none is added (Synapse
   keeps the one of least depth).
 """
+from collections import ChainMap
 from hashlib import sha1
 from heapq import heapify, heappop, heappush
 from typing import Callable, Iterable, Mapping, Optional, Sequence
@@ -45,6 +46,8 @@ __all__ = [
     "resolve",
     "resolve_v1",
     "resolve_v2",
+    "resolve_v1_conflicts",
+    "resolve_v2_conflicts",
     "EventGraph",
     "unconflicted_and_conflicted",
     "auth_chain",
@@ -459,9 +462,15 @@ def iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_even
     auth events fail the rules on them (it was rejected for its auth chain, and such an
     event "should not appear in the process").
     """
+    return dict(_iterative_auth_checks(rv, state, event_ids, get_event))
+
+
+def _iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_event: GetEvent) -> ChainMap:
+    """:func:`iterative_auth_checks` as a ChainMap: what it sets in a new first map over
+    ``state``, which is only read."""
     rv = _version(rv)
     g = _graph(get_event)
-    resolved = dict(state)
+    resolved: ChainMap = state.new_child() if isinstance(state, ChainMap) else ChainMap({}, state)  # type: ignore[arg-type]
     create_v12 = None
     for eid in event_ids:
         ev = g(eid)
@@ -578,23 +587,46 @@ def resolve_v2(rv, state_sets: Sequence[Mapping], get_event: GetEvent, *,
     (:func:`power_events_and_auth_ancestors`); None, the default, is the spec's answer
     (through every event in v2; within the full conflicted set in v2.1, the same there).
     """
-    rv = _version(rv)
-    v21 = rv.state_res == "v2.1"
-    if walk_within_full is None:
-        walk_within_full = v21
     unconflicted, conflicted = unconflicted_and_conflicted(state_sets)
     if not conflicted:
         return unconflicted
     g = _graph(get_event)
-    diff = (_auth_difference(state_sets, unconflicted, conflicted, g) if auth_difference_of is None
-            else auth_difference_of(state_sets))
+    if auth_difference_of is None:
+        def auth_difference_of(_sets):
+            return _auth_difference(state_sets, unconflicted, conflicted, g)
+    decided = resolve_v2_conflicts(rv, unconflicted, conflicted, g, auth_difference=auth_difference_of,
+                                   conflicted_subgraph=conflicted_subgraph_of, walk_within_full=walk_within_full,
+                                   state_sets=state_sets)
+    # Step 5: the unconflicted state map over what the resolution decided.
+    return reapply_unconflicted_state(decided, unconflicted)
+
+
+def resolve_v2_conflicts(rv, unconflicted: Mapping, conflicted: Mapping, get_event: GetEvent, *,
+                         auth_difference, conflicted_subgraph=None, walk_within_full=None,
+                         state_sets=None) -> dict:
+    """Steps 1–4 of :func:`resolve_v2` from the unconflicted state map and the conflicted
+    state set (:func:`unconflicted_and_conflicted`), for a caller that holds them already
+    (a store, which never copies the unconflicted state: ``unconflicted`` is only read
+    key by key).
+
+    ``auth_difference(state_sets)`` gives the auth difference (event IDs).  Returns what
+    the resolution sets at keys the unconflicted state map does not hold — the resolved
+    state is ``unconflicted`` updated with it (step 5); a conflicted key missing from it
+    is empty in the resolved state.
+    """
+    rv = _version(rv)
+    v21 = rv.state_res == "v2.1"
+    if walk_within_full is None:
+        walk_within_full = v21
+    g = _graph(get_event)
+    diff = auth_difference(state_sets)
     subgraph: Iterable[str] = ()
     if v21:
         conflicted_ids = set()
         for ids in conflicted.values():
             conflicted_ids.update(ids)
-        subgraph = (conflicted_state_subgraph(conflicted_ids, g) if conflicted_subgraph_of is None
-                    else conflicted_subgraph_of(conflicted_ids))
+        subgraph = (conflicted_state_subgraph(conflicted_ids, g) if conflicted_subgraph is None
+                    else conflicted_subgraph(conflicted_ids))
     full = full_conflicted_set(conflicted, diff, subgraph)
 
     # Step 1: X, the power events and their auth ancestors in the full conflicted set,
@@ -603,14 +635,16 @@ def resolve_v2(rv, state_sets: Sequence[Mapping], get_event: GetEvent, *,
     power_order = reverse_topological_power_ordering(x_set, before, g, rv)
     # Step 2: iterative auth checks from the unconflicted state map (v2) or, in v2.1,
     # from an empty state map (MSC4297, "Modification 1").
-    partial = iterative_auth_checks(rv, {} if v21 else unconflicted, power_order, g)
+    partial = _iterative_auth_checks(rv, {} if v21 else unconflicted, power_order, g)
     # Step 3: the other events, in the mainline ordering based on the partially
     # resolved power levels.
     rest = mainline_ordering([e for e in full if e not in x_set], partial.get(_PL_KEY), g)
     # Step 4: iterative auth checks on the partially resolved state.
-    resolved = iterative_auth_checks(rv, partial, rest, g)
-    # Step 5.
-    return reapply_unconflicted_state(resolved, unconflicted)
+    resolved = _iterative_auth_checks(rv, partial, rest, g)
+    decided: dict = {}
+    for layer in reversed(resolved.maps[:-1]):  # what steps 2 and 4 set, the later last
+        decided.update(layer)
+    return {k: e for k, e in decided.items() if k not in unconflicted}
 
 
 # -- v1 -------------------------------------------------------------------------------------
@@ -650,11 +684,20 @@ def resolve_v1(rv, state_sets: Sequence[Mapping], get_event: GetEvent) -> dict:
     none).  Every other conflict: the event of highest depth and lowest sha1 that the
     rules allow in R (none when none is allowed).
     """
-    rv = _version(rv)
     unconflicted, conflicted = unconflicted_and_conflicted(state_sets, missing_conflicts=False)
     r = dict(unconflicted)
-    if not conflicted:
-        return r
+    if conflicted:
+        r.update(resolve_v1_conflicts(rv, unconflicted, conflicted, get_event))
+    return r
+
+
+def resolve_v1_conflicts(rv, unconflicted: Mapping, conflicted: Mapping, get_event: GetEvent) -> dict:
+    """:func:`resolve_v1` from the unconflicted state and the conflicts
+    (``unconflicted_and_conflicted(..., missing_conflicts=False)``): the event chosen for
+    each conflicted key (a key none is allowed for is left out); ``unconflicted`` is
+    only read key by key."""
+    rv = _version(rv)
+    r: ChainMap = ChainMap({}, unconflicted)  # type: ignore[arg-type]  # read only: a Mapping serves
     for etype in (rules.POWER_LEVELS, rules.JOIN_RULES, rules.MEMBER):
         keys = sorted(k for k in conflicted if k[0] == etype)
         resolved = {}
@@ -674,4 +717,4 @@ def resolve_v1(rv, state_sets: Sequence[Mapping], get_event: GetEvent) -> dict:
             if _allowed_in(ev, r, rv, get_event):
                 r[key] = ev["event_id"]
                 break
-    return r
+    return dict(r.maps[0])

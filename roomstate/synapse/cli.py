@@ -121,7 +121,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if len(res.not_stored) > _SHOWN_NOT_STORED:
         print(f"roomstate: ... and {len(res.not_stored) - _SHOWN_NOT_STORED:,} more not stored", file=sys.stderr)
     rate = res.events / res.seconds if res.seconds > 0 else 0.0
-    merged = resolver if resolver == "matrix" else f"{resolver} (Matrix state resolution not available)"
+    merged = resolver
     print(f"imported {base._plural(res.rooms, 'room')} from {source.kind} {source.name}: "
           f"{base._plural(res.events, 'event')} ({res.new:,} new, {res.already:,} stored before; "
           f"{base._plural(res.outliers, 'outlier')}, "

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InvalidEventError, MissingEventError, RoomStateError, StorageError
-from ..resolvers import BUILTIN
 from .source import Row, Source
 
 DEFAULT_BATCH = 1000
@@ -26,8 +25,8 @@ DEFAULT_MAX_HELD = 100_000
 
 
 def default_resolver() -> str:
-    """The Matrix state resolution where this roomstate has it, else ``newest_event``."""
-    return "matrix" if "matrix" in BUILTIN else "newest_event"
+    """How forks merge on import: the Matrix state resolution."""
+    return "matrix"
 
 
 @dataclass

@@ -1,0 +1,22 @@
+from collections.abc import Mapping
+
+from . import _core as _core
+from .authcheck import AuthChecker as AuthChecker
+from .blocks import frozen as frozen
+from .damage import damaged as damaged
+from .errors import InvalidEventError as InvalidEventError, MissingEventError as MissingEventError
+from .events import HAS_AUTH as HAS_AUTH, PLACEHOLDER as PLACEHOLDER
+from .ids import CREATE_TYPE_NID as CREATE_TYPE_NID, EMPTY_STATE_KEY_NID as EMPTY_STATE_KEY_NID, STATE_KEY as STATE_KEY, TYPE as TYPE
+from .matrix import stateres as stateres
+from _typeshed import Incomplete
+
+__all__ = ["MatrixResolution", "auth_difference_nids"]
+
+def auth_difference_nids(auth_of, member: dict, full: int, unconflicted_nids) -> set: ...
+
+class MatrixResolution:
+    ids: Incomplete
+    events: Incomplete
+    checker: AuthChecker
+    def __init__(self, tables) -> None: ...
+    def __call__(self, tx, room_id, prefix, keys, vals, agree, result, rows) -> list: ...
