@@ -18,7 +18,7 @@ from .errors import (
     StorageError,
     StoreFormatError,
 )
-from .eventinfo import EventInfo
+from .eventinfo import EventInfo, StateReset
 from .resolvers import ResolverContext, newest_event, raise_on_conflict
 from .statemap import StateDiff, StateMap
 from .store import Batch, StateStore, open
@@ -39,6 +39,7 @@ __all__ = [
     "ConflictError",
     "ENTRY_DTYPE",
     "EventInfo",
+    "StateReset",
     "InvalidEventError",
     "MissingEventError",
     "ReadOnlyError",

@@ -504,6 +504,15 @@ def cmd_event(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_resets(args: argparse.Namespace) -> int:
+    with _open_store(args.db) as store:
+        resets = store.state_resets(args.room_id)
+    for reset in resets:
+        print(_dumps(dataclasses.asdict(reset)))
+    print(f"{_plural(len(resets), 'state reset')} in {args.room_id}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_members(args: argparse.Namespace) -> int:
     with _open_store(args.db) as store:
         print(_json_list(sorted(store.members(args.event_id, args.membership, after=args.after))))
@@ -815,6 +824,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("event_id", metavar="EVENT_ID")
     p.add_argument("--membership", choices=MEMBERSHIPS, default="join", help="(default: join)")
     p.add_argument("--after", action="store_true", help="after the event, not before")
+
+    p = command("resets", cmd_resets, "the state resets of a room's merges: keys where the merged state holds an "
+                "event no prev state held there, or nothing where each held one; one JSON line each",
+                "roomstate resets --db room.db '!room:example.org'")
+    db(p)
+    p.add_argument("room_id", metavar="ROOM_ID")
 
     p = command("rooms", cmd_rooms, "the rooms of a store, with their counts of events and of state events",
                 "roomstate rooms --db room.db",

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["EventInfo"]
+__all__ = ["EventInfo", "StateReset"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,24 @@ class EventInfo:
     outlier: bool
     rejected: bool
     rejected_reason: Optional[str]
+
+
+@dataclass(frozen=True)
+class StateReset:
+    """A key a merge resolved against every prev state (``StateStore.state_resets``).
+
+    ``event_id``: the event whose prev events' states were merged; ``type`` and
+    ``state_key``: the key; ``prev_state``: the events the prev states held for it
+    (``None`` for one that held nothing), in the order of the prev events; ``resolved``:
+    the event the state before ``event_id`` holds there, or None.  ``kind`` is
+    ``"older"`` when ``resolved`` is an event none of the prev states held (an event of
+    the auth difference, or an older one the resolution went back to) and ``"dropped"``
+    when every prev state held the key and the merged state holds nothing.
+    """
+
+    event_id: str
+    type: str
+    state_key: str
+    kind: str
+    resolved: Optional[str]
+    prev_state: "list[Optional[str]]"

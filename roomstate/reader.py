@@ -14,7 +14,7 @@ from .blocks import empty_entries, frozen
 from ._records import IS_STATE, PLACEHOLDER
 from .damage import DECODE_ERRORS, damaged, decode_error
 from .errors import MissingEventError, RoomStateError
-from .eventinfo import EventInfo
+from .eventinfo import EventInfo, StateReset
 from .extras import stored_extras
 from .events import HAS_AUTH, MEMBERSHIP_CODE, MEMBERSHIPS
 from .format import STATE_TABLES
@@ -118,6 +118,56 @@ class Reader:
         with self.reading() as tx:
             room = self.room(tx, room_id)
             return StateMap(self, self.merger.resolved_entries(tx, room, room_id, state_sets, resolver))
+
+    def state_resets(self, room_id):
+        """The state resets of a room's merges, in the order the events were stored."""
+        with self.reading() as tx:
+            room = self.room(tx, room_id)
+            events, ids, snaps = self.events, self.ids, self.snaps
+            todo = list(self.rooms.extremities(tx, room))
+            seen = set(todo)
+            merges = []
+            while todo:
+                nid = todo.pop()
+                rec = events.get(tx, nid)
+                if rec is None:
+                    raise damaged("events", nid, "an event named as a prev event or extremity has no record")
+                if rec.flags & PLACEHOLDER or rec.outlier:
+                    continue
+                prev_recs = []
+                for p in rec.prevs:
+                    if p not in seen:
+                        seen.add(p)
+                        todo.append(p)
+                    prec = events.get(tx, p)
+                    if prec is not None and not prec.flags & PLACEHOLDER and not prec.outlier:
+                        prev_recs.append(prec)
+                if len(prev_recs) == len(rec.prevs) and len({r.after for r in prev_recs}) > 1:
+                    merges.append((nid, rec, prev_recs))
+            out = []
+            for nid, rec, prev_recs in sorted(merges, key=lambda m: m[0]):
+                afters = [r.after for r in prev_recs]
+                _, keys, vals = snaps.aligned(tx, afters + [rec.before])
+                k = len(afters)
+                for i, row in enumerate(vals.tolist()):
+                    held, resolved = row[:k], row[k]
+                    if resolved:
+                        if resolved in held:
+                            continue
+                        kind = "older"
+                    elif 0 in held:
+                        continue
+                    else:
+                        kind = "dropped"
+                    out.append(StateReset(
+                        event_id=rec.event_id,
+                        type=ids.name(tx, TYPE, int(keys["type"][i])),
+                        state_key=ids.name(tx, STATE_KEY, int(keys["state_key"][i])),
+                        kind=kind,
+                        resolved=events.event_id(tx, resolved) if resolved else None,
+                        prev_state=[events.event_id(tx, e) if e else None for e in held],
+                    ))
+            return out
 
     def extremity(self, tx, room, nid):
         """The record of one of a room's forward extremities: a stored event of that room with its state."""

@@ -231,6 +231,20 @@ class StateStore:
         """
         return self._reader.resolve_state(room_id, state_sets, self.resolver if resolver is None else resolver_of(resolver))
 
+    def state_resets(self, room_id):
+        """The state resets of a room: every key where a merge's state (the state before
+        an event with several prev events) holds an event that none of the prevs' states
+        held there, or nothing where all of them held one — a member's join lost, the
+        power levels going back.  A list of :class:`~roomstate.eventinfo.StateReset`, in
+        the order the events were stored.
+
+        Read from the stored states (each merge's result against its inputs), so it
+        covers every resolver's merges, and an event stored with ``state_before`` that
+        differs from its prevs' states too.  Walks the room's events: a read for tools,
+        not for a hot path.  Raises :class:`MissingEventError` for an unknown room.
+        """
+        return self._reader.state_resets(room_id)
+
     def forward_extremities(self, room_id):
         """Event IDs of a room's forward extremities (events with no stored children).
 

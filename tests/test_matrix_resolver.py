@@ -125,3 +125,98 @@ def test_events_with_content_but_no_sender_are_refused():
             store.add_events(events)
         assert info.value.field == "sender"
         assert store.rooms() == []  # the whole call was undone
+
+
+def _ban_fork():
+    """Alice bans Bob while Bob, on another branch, sets the topic twice; Alice's message
+    merges the branches (README's example)."""
+    from roomstate.matrix import compute_event_id
+
+    room, alice, bob = "!room:example.org", "@alice:example.org", "@bob:example.org"
+
+    def pdu(type_, prev, auth, depth, sender=alice, state_key=None, **content):
+        ev = {"room_id": room, "type": type_, "sender": sender, "content": content, "depth": depth,
+              "origin_server_ts": 1_700_000_000_000 + depth, "prev_events": prev, "auth_events": auth}
+        if state_key is not None:
+            ev["state_key"] = state_key
+        return ev, compute_event_id(ev, "10")
+
+    create, c = pdu("m.room.create", [], [], 1, state_key="", room_version="10", creator=alice)
+    join_a, ja = pdu("m.room.member", [c], [c], 2, state_key=alice, membership="join")
+    power, p = pdu("m.room.power_levels", [ja], [c, ja], 3, state_key="", users={alice: 100, bob: 50})
+    rules, r = pdu("m.room.join_rules", [p], [c, ja, p], 4, state_key="", join_rule="public")
+    join_b, jb = pdu("m.room.member", [r], [c, p, r], 5, sender=bob, state_key=bob, membership="join")
+    topic, t = pdu("m.room.topic", [jb], [c, p, ja], 6, state_key="", topic="welcome")
+    ban, b = pdu("m.room.member", [t], [c, p, ja, jb], 7, state_key=bob, membership="ban")
+    bob1, b1 = pdu("m.room.topic", [t], [c, p, jb], 7, sender=bob, state_key="", topic="bob was here")
+    bob2, b2 = pdu("m.room.topic", [b1], [c, p, jb], 8, sender=bob, state_key="", topic="bob rules")
+    msg, m = pdu("m.room.message", [b, b2], [c, p, ja], 9, body="hello")
+    events = [create, join_a, power, rules, join_b, topic, ban, bob1, bob2, msg]
+    return room, events, dict(t=t, b=b, b2=b2, m=m, bob=bob)
+
+
+def test_a_reset_is_read_back_with_its_inputs():
+    room, events, ids = _ban_fork()
+    with roomstate.open(":memory:") as store:
+        store.add_events(events)
+        assert store.get_state(ids["m"], "m.room.topic", "") == ids["t"]
+        resets = store.state_resets(room)
+        # The topic went back to the one before the fork: neither branch's state held it
+        # (the ban branch holds $t too, so it is no reset) -- the merge kept $t, held by
+        # the ban branch: not a reset either.
+        assert resets == []
+    with roomstate.open(":memory:", resolver=lambda ctx: {}) as store:
+        store.add_events(events)  # a resolver that drops every conflicted key
+        resets = store.state_resets(room)
+        dropped = {(r.type, r.state_key): r for r in resets}
+        assert set(dropped) == {("m.room.topic", ""), ("m.room.member", ids["bob"])}
+        topic = dropped[("m.room.topic", "")]
+        assert topic.kind == "dropped" and topic.resolved is None and topic.event_id == ids["m"]
+        assert topic.prev_state == [ids["t"], ids["b2"]]
+
+
+def test_an_older_event_is_a_reset():
+    """A merge whose state holds, at a key, an event no prev state held there."""
+    def ev(eid, type_, prevs, state_key=None):
+        d = {"event_id": eid, "room_id": "!r", "type": type_, "prev_events": prevs}
+        if state_key is not None:
+            d["state_key"] = state_key
+        return d
+
+    def back_to_old_name(ctx):
+        return {("m.room.topic", ""): "$t2", ("m.room.name", ""): "$old_name"}
+
+    with roomstate.open(":memory:", check_auth=False, resolver="newest_event") as store:
+        store.add_events([ev("$c", "m.room.create", [], ""), ev("$t1", "m.room.topic", ["$c"], ""),
+                          ev("$t2", "m.room.topic", ["$c"], "")])
+        store.add_event(ev("$old_name", "m.room.name", ["$far"], ""), outlier=True)
+        store.add_event(ev("$m", "m.room.message", ["$t1", "$t2"]), resolver=back_to_old_name)
+        store.add_event(ev("$n", "m.room.message", ["$t1", "$t2"]))  # newest_event: no reset
+        resets = store.state_resets("!r")
+        assert len(resets) == 1
+        (r,) = resets
+        assert (r.event_id, r.type, r.state_key, r.kind, r.resolved) == ("$m", "m.room.name", "", "older", "$old_name")
+        assert r.prev_state == [None, None]
+
+
+def test_resets_of_an_unknown_room():
+    with roomstate.open(":memory:") as store:
+        with pytest.raises(MissingEventError):
+            store.state_resets("!nope")
+
+
+def test_resets_on_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    room, events, ids = _ban_fork()
+    db = str(tmp_path / "store")
+    with roomstate.open(db, resolver=lambda ctx: {}) as store:
+        store.add_events(events)
+    proc = subprocess.run([sys.executable, "-m", "roomstate", "resets", "--db", db, room],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {(d["type"], d["kind"]) for d in lines} == {("m.room.topic", "dropped"), ("m.room.member", "dropped")}
+    assert proc.stderr.strip() == f"2 state resets in {room}"
