@@ -672,8 +672,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _, ms = _timed(lambda: workloads.write_jsonl(rec, jsonl))
         print(f"generated {rec.count:,} events in {ms / 1000:.2f} s: {_size(os.path.getsize(jsonl))} of JSON lines")
         where = db if args.db else "a temporary directory (deleted at exit)"
-        print(f"importing into {where} (forks merged by the Matrix state resolution)")
-        with _open_store(db, create=True) as store:
+        # newest_event: the Matrix resolution walks auth chains at every merge (no stored
+        # index yet), which would make the demo minutes long on HQ's state.
+        print(f"importing into {where} with the newest_event resolver")
+        with _open_store(db, resolver="newest_event", create=True) as store:
             run_import(store, [jsonl], progress=progress)
             if rec.count:
                 print("answers:")

@@ -145,6 +145,7 @@ class MatrixResolution:
         self.ids = tables.ids
         self.events = tables.events
         self.checker = AuthChecker(tables)
+        self.edges = tables.auth_edges
 
     def __call__(self, tx, room_id, prefix, keys, vals, agree, result, rows):
         """Decide the conflicted ``rows`` of a merge (``vals``: keys × state sets, event
@@ -266,9 +267,14 @@ class _Graph(stateres.EventGraph):
     def auth_nids(self, nid):
         a = self._auth_nids.get(nid)
         if a is None:
-            rec = self._record(nid)
-            _require_auth_data(rec)
-            a = self._auth_nids[nid] = rec.auth_events
+            tx = self._tx
+            edges = self._res.edges
+            a = edges.find(tx, nid)
+            if a is None:
+                rec = self._record(nid)
+                _require_auth_data(rec)
+                a = edges.keep(tx, nid, rec.auth_events)
+            self._auth_nids[nid] = a
         return a
 
     def by_nid(self, nid):

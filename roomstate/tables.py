@@ -13,6 +13,8 @@ from .txn import BoundedCache, ReadThrough
 
 #: Answers of the authorization rules kept across transactions (roomstate.authcheck).
 AUTH_MEMO_LIMIT = 100_000
+#: Events whose auth event NIDs the Matrix resolution keeps between merges.
+AUTH_EDGES_LIMIT = 400_000
 
 
 class Tables:
@@ -26,6 +28,9 @@ class Tables:
         self.rooms = RoomTable(h["rooms"])
         self.meta = MetaTable(h["meta"])
         self.auth_memo = ReadThrough(BoundedCache(AUTH_MEMO_LIMIT), "auth:memo")
+        # An event's auth events never change once committed: the Matrix resolution
+        # walks the same ones at every merge.
+        self.auth_edges = ReadThrough(BoundedCache(AUTH_EDGES_LIMIT), "auth:edges")
 
     def format_version(self, tx):
         """The stored format version, or None for a store not initialised yet."""
@@ -63,3 +68,4 @@ class Tables:
         self.snaps.publish(pending)
         self.events.publish(pending)
         self.auth_memo.publish(pending)
+        self.auth_edges.publish(pending)

@@ -7,11 +7,13 @@ from .snapshots import SnapshotStore as SnapshotStore
 from _typeshed import Incomplete
 
 AUTH_MEMO_LIMIT: int
+AUTH_EDGES_LIMIT: int
 
 class Tables:
     ids: Incomplete
     blocks: Incomplete
     auth_memo: Incomplete
+    auth_edges: Incomplete
     snaps: Incomplete
     events: Incomplete
     rooms: Incomplete
