@@ -125,14 +125,15 @@ def open_design(design: str, path: os.PathLike[str] | str):
     "roomstate-nosync" is roomstate with ``durable=False`` (no fsync at commit), the
     durability of the baselines' SQLite in WAL mode with ``synchronous=NORMAL``;
     "roomstate-checked" applies the Matrix authorization rules (the library's default,
-    ``check_auth=True``); the other roomstate designs take the events as given
+    ``check_auth=True``); "roomstate-matrix" also merges forks by the Matrix state
+    resolution (``resolver="matrix"``, the library's default); the other roomstate designs take the events as given
     (``check_auth=False``), as the baselines do, so that their answers compare."""
     if design.startswith("roomstate"):
         import roomstate
 
         return roomstate.open(
-            path, resolver="newest_event", durable=design != "roomstate-nosync",
-            check_auth=design == "roomstate-checked",
+            path, resolver="matrix" if design == "roomstate-matrix" else "newest_event",
+            durable=design != "roomstate-nosync", check_auth=design in ("roomstate-checked", "roomstate-matrix"),
         )
     import baselines
 

@@ -12,7 +12,10 @@ Targets (issue 4), asserted only when benchmarks are enabled and n >= 5·10^4: a
 50,000 events/s through ``roomstate import``. "roomstate" takes the events as given
 (``check_auth=False``), as the baselines do; "roomstate-checked" applies the Matrix
 authorization rules, the library's default (issue 11 asks the same 100,000 events/s of
-it, not met yet: the case is an expected failure when timed). The command line is timed
+it, not met yet: the case is an expected failure when timed); "roomstate-matrix" also
+merges forks by the Matrix state resolution, the library's default resolver (issue 12
+asks 80,000 events/s of it, far from met without the auth-DAG index: an expected
+failure when timed). The command line is timed
 with its default, the rules on.
 """
 
@@ -27,6 +30,9 @@ DESIGNS = (
     "roomstate",
     pytest.param("roomstate-checked", marks=pytest.mark.xfail(
         reason="issue 11: the authorization rules cost about 40 % of the rate (bench/RESULTS.md)", strict=False)),
+    pytest.param("roomstate-matrix", marks=pytest.mark.xfail(
+        reason="issue 12: each merge walks the state's auth chains, no stored index yet (bench/RESULTS.md)",
+        strict=False)),
     "synapse",
     "dendrite",
 )
