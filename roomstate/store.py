@@ -20,7 +20,7 @@ from .reader import Reader
 from .resolvers import resolver_of
 from .storage import MEMORY, open_backend
 from . import transactions
-from .tables import Tables
+from .tables import CHECKSUMS_SINCE, Tables
 from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 
@@ -92,8 +92,17 @@ class StateStore:
                 f"{self.path!r} holds format version {version}, made by {newer} roomstate; "
                 f"this one reads versions {', '.join(map(str, READS))}"
             )
-        elif version != FORMAT_VERSION and not self.readonly:
-            self._tx.write(tables.upgrade)
+        else:
+            with self._tx.reading() as tx:
+                tables.check_meta(tx, version)
+            if version == FORMAT_VERSION:
+                return
+            if not self.readonly:
+                self._tx.write(tables.upgrade)
+            elif version < CHECKSUMS_SINCE:
+                # Read as it is, without checksums, until a writer elsewhere upgrades it.
+                tables.set_checksums(False)
+                self._tx.on_read = tables.refresh_format
 
     # -- lifecycle -----------------------------------------------------------
     @property
