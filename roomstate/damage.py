@@ -10,7 +10,7 @@ import struct
 from zlib import crc32
 
 from .errors import StoreFormatError
-from .format import CHECKSUM_RESIDUE
+from .format import CHECKSUM_BYTES, CHECKSUM_RESIDUE
 
 #: What decoding a malformed value raises inside roomstate's own decoders and numpy.
 DECODE_ERRORS = (ValueError, KeyError, IndexError, AttributeError, UnicodeDecodeError, struct.error, OverflowError, TypeError)
@@ -47,7 +47,7 @@ def meta_u64(key, raw):
     """A ``meta`` value: a big-endian u64, followed by its checksum from format version 3
     on (``roomstate.checksum``; which length a store's values have is checked at open)."""
     n = len(raw)
-    if n == 12:
+    if n == 8 + CHECKSUM_BYTES:
         if crc32(raw, crc32(key)) != CHECKSUM_RESIDUE:
             raise damaged("meta", key, "its checksum is wrong (the value was changed)")
     elif n != 8:

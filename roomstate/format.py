@@ -36,6 +36,8 @@ STATE_TABLES = ("blocks", "block_hashes", "snapshots", "snapshot_hashes")
 #: but the per-event tables (``events``, ``event_ids``: 4 bytes per event would break the
 #: size budget) and the digest and string indexes (``ids``, ``*_hashes``), which only
 #: map to NIDs.  In ``meta``, every value but ``format`` (which every version reads).
+#: The first format version whose CHECKED_TABLES values end with a checksum.
+CHECKSUMS_SINCE = 3
 CHECKED_TABLES = ("meta", "names_r", "names_t", "names_k", "flags", "blocks", "snapshots", "rooms")
 #: The checksum's bytes at the end of a value, and the CRC-32 of every checked value
 #: (key, body and checksum together: CRC-32's residue).

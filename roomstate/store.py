@@ -14,13 +14,13 @@ import warnings
 from contextlib import contextmanager
 
 from .errors import RoomStateError, StoreFormatError
-from .format import FORMAT_VERSION, READS
+from .format import CHECKSUMS_SINCE, FORMAT_VERSION, READS
 from .merger import Merger
 from .reader import Reader
 from .resolvers import resolver_of
 from .storage import MEMORY, open_backend
 from . import transactions
-from .tables import CHECKSUMS_SINCE, Tables
+from .tables import Tables
 from .transactions import Batch, RelaxedGC, Replayable, Transactions
 from .writer import Writer
 

@@ -7,7 +7,7 @@ from .blocks import BlockStore
 from .checksum import intact, meta_value, seal, seal_short
 from .damage import damaged
 from .events import EventTable
-from .format import CHECKED_TABLES, FORMAT_VERSION, META_FORMAT, U64
+from .format import CHECKED_TABLES, CHECKSUM_BYTES, CHECKSUMS_SINCE, FORMAT_VERSION, META_FORMAT
 from .ids import ROOM, STATE_KEY, TYPE, IdMaps
 from .rooms import MetaTable, RoomTable
 from .snapshots import SnapshotStore
@@ -15,8 +15,6 @@ from .txn import BoundedCache, ReadThrough
 
 #: Answers of the authorization rules kept across transactions (roomstate.authcheck).
 AUTH_MEMO_LIMIT = 100_000
-#: The first format version whose CHECKED_TABLES values end with a checksum.
-CHECKSUMS_SINCE = 3
 
 
 class Tables:
@@ -50,7 +48,7 @@ class Tables:
                 key = bytes(key)
                 if key == META_FORMAT:
                     continue
-                if sums and len(raw) != 12:
+                if sums and len(raw) != 8 + CHECKSUM_BYTES:
                     raise damaged("meta", key, f"a format-{version} meta value is 8 bytes and a 4-byte checksum,"
                                   f" this one {len(raw)} bytes")
                 if sums and not intact(key, raw):

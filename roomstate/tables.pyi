@@ -7,7 +7,6 @@ from .snapshots import SnapshotStore as SnapshotStore
 from _typeshed import Incomplete
 
 AUTH_MEMO_LIMIT: int
-CHECKSUMS_SINCE: int
 
 class Tables:
     ids: Incomplete

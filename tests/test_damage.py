@@ -319,9 +319,9 @@ def test_the_check_command_reports_each_problem_and_exits_1(base, tmp_path):
     env.close()
     proc = subprocess.run([sys.executable, "-m", "roomstate", "check", "--db", str(copy)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc
-    assert "table 'rooms', key 1: 7 bytes are not a list of event NIDs" in proc.stdout
+    assert "table 'rooms', key 1: its checksum is wrong (the value was changed)" in proc.stdout
     assert proc.stdout.rstrip().endswith("problem(s): the store is damaged")
     proc = subprocess.run([sys.executable, "-m", "roomstate", "check", "--db", str(copy), "--json"], capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stdout)
     assert proc.returncode == 1 and not report["ok"]
-    assert {"table": "rooms", "key": 1, "problem": "7 bytes are not a list of event NIDs"} in report["problems"]
+    assert {"table": "rooms", "key": 1, "problem": "its checksum is wrong (the value was changed)"} in report["problems"]
