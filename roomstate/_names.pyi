@@ -5,6 +5,7 @@ from typing import Any
 from typing_extensions import disjoint_base
 
 from ._core import _Entries
+from .format import CHECKSUM_BYTES as CHECKSUM_BYTES, CHECKSUM_RESIDUE as CHECKSUM_RESIDUE
 
 @disjoint_base
 class NameCache:

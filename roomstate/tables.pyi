@@ -5,6 +5,7 @@ from .ids import IdMaps as IdMaps, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as
 from .rooms import MetaTable as MetaTable, RoomTable as RoomTable
 from .snapshots import SnapshotStore as SnapshotStore
 from _typeshed import Incomplete
+from .format import CHECKED_TABLES as CHECKED_TABLES, CHECKSUMS_SINCE as CHECKSUMS_SINCE, CHECKSUM_BYTES as CHECKSUM_BYTES
 
 AUTH_MEMO_LIMIT: int
 
