@@ -5,6 +5,7 @@ from typing import Any
 from typing_extensions import disjoint_base
 
 from ._core import _Entries
+from .format import CHECKSUM_BYTES as CHECKSUM_BYTES, CHECKSUM_RESIDUE as CHECKSUM_RESIDUE
 
 @disjoint_base
 class NameCache:
@@ -37,4 +38,4 @@ class StateView:
     def __iter__(self) -> Iterator[tuple[str, str]]: ...
     def __getitem__(self, key: tuple[str, str], /) -> str: ...
 
-def fetch_names(txn: object, db: object, nids: Iterable[int], records: bool = ...) -> list[str | None]: ...
+def fetch_names(txn: object, db: object, nids: Iterable[int], records: bool = ..., checked: str | None = ...) -> list[str | None]: ...

@@ -26,8 +26,12 @@ from libc.stdlib cimport calloc, free
 
 cimport numpy as cnp
 
+from zlib import crc32
+
 from ._core cimport Entry, _entries, key_of
 from ._records cimport _record_event_id
+from .damage import damaged
+from .format import CHECKSUM_BYTES, CHECKSUM_RESIDUE
 
 cnp.import_array()
 
@@ -305,27 +309,34 @@ cdef class StateView:
 # ---------------------------------------------------------------------------
 # names a cache lacks, from LMDB
 
-def fetch_names(txn, db, nids, bint records=False):
+def fetch_names(txn, db, nids, bint records=False, checked=None):
     """The strings stored under big-endian 8-byte NID keys in ``db``, in the order of ``nids``.
 
-    A name table's values are UTF-8 strings; with ``records`` they are event
-    records, and their event IDs are returned.  None where a NID has no value.
+    A name table's values are UTF-8 strings (then, when ``checked`` names the table, a
+    checksum: format version 3; a wrong one is damaged() naming the table and NID); with
+    ``records`` they are event records, and their event IDs are returned.  None where a
+    NID has no value.
     One C loop over ``txn.get``: a cold read's every state key and event ID.
     """
     cdef list out = []
     cdef unsigned char key[8]
     cdef uint64_t v
     cdef int i
+    cdef Py_ssize_t n
     cdef Py_buffer view
+    cdef bint sums = checked is not None
     get = txn.get
     for nid in nids:
         v = nid
         for i in range(8):
             key[7 - i] = <unsigned char>((v >> (8 * i)) & 0xFF)
-        val = get(PyBytes_FromStringAndSize(<char*>key, 8), None, db)
+        k = PyBytes_FromStringAndSize(<char*>key, 8)
+        val = get(k, None, db)
         if val is None:
             out.append(None)
             continue
+        if sums and (len(val) < CHECKSUM_BYTES or crc32(val, crc32(k)) != CHECKSUM_RESIDUE):
+            raise damaged(checked, nid, "its checksum is wrong (the value was changed)")
         PyObject_GetBuffer(val, &view, PyBUF_SIMPLE)
         try:
             if records:
@@ -333,8 +344,8 @@ def fetch_names(txn, db, nids, bint records=False):
                     raise ValueError("empty event record")
                 out.append(_record_event_id(<const unsigned char*>view.buf, view.len))
             else:
-                out.append(PyUnicode_DecodeUTF8(<const char*>view.buf, view.len, "surrogatepass"))
+                n = view.len - CHECKSUM_BYTES if sums else view.len
+                out.append(PyUnicode_DecodeUTF8(<const char*>view.buf, n, "surrogatepass"))
         finally:
             PyBuffer_Release(&view)
     return out
-

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._core import ENTRY_DTYPE
 from . import _core
+from .checksum import seal, unseal
 from .damage import damaged, stored_nid
 from .format import U64
 from .txn import BoundedCache, ReadThrough
@@ -33,8 +34,11 @@ def frozen(arr):
     return arr
 
 
-def decode_block(nid, buf):
-    """The entries of a stored block: whole entries, sorted by key, each key once."""
+def decode_block(nid, buf, sums=True):
+    """The entries of a stored block: whole entries, sorted by key, each key once (then
+    the checksum, with ``sums``: format version 3)."""
+    if sums:
+        buf = unseal("blocks", nid, _U64.pack(nid), buf)
     if len(buf) % ENTRY_DTYPE.itemsize:
         raise damaged("blocks", nid, f"{len(buf)} bytes are not whole {ENTRY_DTYPE.itemsize}-byte entries")
     arr = np.frombuffer(buf, dtype=ENTRY_DTYPE).copy()
@@ -50,6 +54,7 @@ class BlockStore:
         self.ids = ids
         self._entries = ReadThrough(BoundedCache(cache_items), "block")
         self.cache = self._entries.cache
+        self.sums = True  # values end with a checksum (Tables.set_format)
 
     def put(self, tx, entries):
         """The NID of a block holding ``entries`` (sorted, key-unique), storing it if new."""
@@ -59,7 +64,8 @@ class BlockStore:
         if hit is not None:
             return stored_nid("block_hashes", digest, hit)
         nid = self.ids.next_nid(tx, BLOCK_KIND)
-        if not tx.txn.put(_U64.pack(nid), raw, True, True, True, self.blocks_db):  # NIDs only grow: append
+        key = _U64.pack(nid)
+        if not tx.txn.put(key, seal(key, raw), True, True, True, self.blocks_db):  # NIDs only grow: append
             raise damaged("blocks", nid, "the block NID is not above the stored ones (the counter is behind)")
         tx.txn.put(digest, _U64.pack(nid), True, True, False, self.hashes_db)
         self._entries.keep(tx, nid, frozen(entries.copy()))
@@ -73,7 +79,7 @@ class BlockStore:
         buf = tx.txn.get(_U64.pack(nid), None, self.blocks_db)
         if buf is None:
             raise damaged("blocks", nid, "the block is missing")
-        return self._entries.keep(tx, nid, decode_block(nid, buf))
+        return self._entries.keep(tx, nid, decode_block(nid, buf, self.sums))
 
     def publish(self, pending):
         """After a commit: move this transaction's blocks into the cache."""

@@ -3,6 +3,8 @@
 It walks every table, decodes every record and verifies the invariants the readers rely
 on, reporting each problem with its table and key:
 
+* every value of a table that has checksums (format 3: ``format.CHECKED_TABLES``) has
+  the right one;
 * ``meta``: 8-byte values, a format version this code reads, NID counters above every
   NID stored, event counts that match the records;
 * the string tables (``ids``, ``names_*``): UTF-8 strings, each mapped both ways;
@@ -50,9 +52,10 @@ def _walk(path, out):
     """Check the store at ``path``, adding to ``out`` (:class:`Problems`); what was checked."""
     import roomstate
     from .blocks import decode_block
-    from .damage import PREFIX
+    from .checksum import unseal, unseal_short
+    from .damage import PREFIX, meta_u64
     from .events import CHUNK, HAS_CHILD, decode_record
-    from .format import META_COUNT_EVENTS, META_COUNT_STATE, META_FORMAT, READS
+    from .format import CHECKSUM_BYTES, META_COUNT_EVENTS, META_COUNT_STATE, META_FORMAT, READS
     from .ids import ROOM, STATE_KEY, TYPE, decode, string_key
     from ._records import IS_STATE, OUTLIER, PLACEHOLDER
     from .rooms import decode_extremities
@@ -76,6 +79,17 @@ def _walk(path, out):
         t = store._tables
         txn = tx.txn
         handles = store.backend.tables
+        sums = t.checksums  # format 3: every value of CHECKED_TABLES ends with its checksum
+
+        def body(table, nid, key, value):
+            """A value without its checksum; None (a problem added) when the checksum is wrong."""
+            if not sums:
+                return value
+            try:
+                return bytes((unseal_short if table == "flags" else unseal)(table, nid, key, value))
+            except roomstate.RoomStateError as exc:
+                problem(table, nid, exc)
+                return None
 
         def rows(table):
             try:
@@ -94,10 +108,17 @@ def _walk(path, out):
         # meta
         meta = {}
         for key, value in rows("meta"):
-            if len(value) != 8:
-                out.add("meta", key, f"a meta value is 8 bytes, this one {len(value)}")
-            else:
-                meta[key] = int.from_bytes(value, "big")
+            if key == META_FORMAT or not sums:
+                if len(value) != 8:
+                    out.add("meta", key, f"a meta value is 8 bytes, this one {len(value)}")
+                    continue
+            elif len(value) != 8 + CHECKSUM_BYTES:
+                out.add("meta", key, f"a meta value is 8 bytes and a 4-byte checksum, this one {len(value)} bytes")
+                continue
+            try:
+                meta[key] = meta_u64(key, value)
+            except roomstate.RoomStateError as exc:
+                problem("meta", key, exc)
         if meta.get(META_FORMAT) not in READS:
             out.add("meta", META_FORMAT, f"format version {meta.get(META_FORMAT)} is not one this roomstate reads")
 
@@ -120,6 +141,9 @@ def _walk(path, out):
         for kind, table in kinds.items():
             names = strings[kind] = {}
             for nid, value in keyed(table, kind):
+                value = body(table, nid, nid.to_bytes(8, "big"), value)
+                if value is None:
+                    continue
                 try:
                     names[nid] = decode(value)
                 except UnicodeDecodeError as exc:
@@ -158,11 +182,11 @@ def _walk(path, out):
         blocks = {}
         for nid, value in keyed("blocks", b"b"):
             try:
-                blocks[nid] = len(decode_block(nid, value))
+                blocks[nid] = len(decode_block(nid, value, sums))
             except roomstate.RoomStateError as exc:
                 problem("blocks", nid, exc)
                 continue
-            indexed("block_hashes", "block", nid, value)
+            indexed("block_hashes", "block", nid, value[:-CHECKSUM_BYTES] if sums else value)
         hashes_name("block_hashes", "block", blocks)
         checked["blocks"] = len(blocks)
 
@@ -179,7 +203,8 @@ def _walk(path, out):
                         out.add("snapshots", nid, f"gives block {block} {size} entries; it holds {blocks[block]}")
             except roomstate.RoomStateError as exc:
                 problem("snapshots", nid, exc)
-            if value[:1] == b"\x01":  # bases are indexed by their digest (chain links not always)
+            value = body("snapshots", nid, nid.to_bytes(8, "big"), value)
+            if value is not None and value[:1] == b"\x01":  # bases are indexed by their digest (chain links not always)
                 indexed("snapshot_hashes", "snapshot", nid, value)
         hashes_name("snapshot_hashes", "snapshot", snapshots)
         checked["snapshots"] = len(snapshots)
@@ -231,6 +256,9 @@ def _walk(path, out):
         # mark chunks
         chunks = {}
         for idx, value in keyed("flags"):
+            value = body("flags", idx, idx.to_bytes(8, "big"), value)
+            if value is None:
+                continue
             if len(value) != CHUNK:
                 out.add("flags", idx, f"a mark chunk is {CHUNK} bytes, this one {len(value)}")
             else:
@@ -243,7 +271,7 @@ def _walk(path, out):
             if room not in strings[ROOM]:
                 out.add("rooms", room, "the room NID has no string")
             try:
-                ex = decode_extremities(room, value)
+                ex = decode_extremities(room, value, sums)
             except roomstate.RoomStateError as exc:
                 problem("rooms", room, exc)
                 continue

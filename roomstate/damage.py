@@ -7,8 +7,10 @@ end, sorted unique entries, links that lead somewhere) and raises :func:`damaged
 :class:`~roomstate.StoreFormatError` naming the table and the key.
 """
 import struct
+from zlib import crc32
 
 from .errors import StoreFormatError
+from .format import CHECKSUM_BYTES, CHECKSUM_RESIDUE
 
 #: What decoding a malformed value raises inside roomstate's own decoders and numpy.
 DECODE_ERRORS = (ValueError, KeyError, IndexError, AttributeError, UnicodeDecodeError, struct.error, OverflowError, TypeError)
@@ -42,7 +44,12 @@ def stored_nid(table, key, raw):
 
 
 def meta_u64(key, raw):
-    """A ``meta`` value: a big-endian u64."""
-    if len(raw) != 8:
-        raise damaged("meta", key, f"a meta value is 8 bytes, this one {len(raw)}")
-    return int.from_bytes(raw, "big")
+    """A ``meta`` value: a big-endian u64, followed by its checksum from format version 3
+    on (``roomstate.checksum``; which length a store's values have is checked at open)."""
+    n = len(raw)
+    if n == 8 + CHECKSUM_BYTES:
+        if crc32(raw, crc32(key)) != CHECKSUM_RESIDUE:
+            raise damaged("meta", key, "its checksum is wrong (the value was changed)")
+    elif n != 8:
+        raise damaged("meta", key, f"a meta value is 8 bytes and a checksum of 4, this one {n} bytes")
+    return int.from_bytes(raw[:8], "big")

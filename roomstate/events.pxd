@@ -7,6 +7,7 @@ from roomstate.txn cimport ReadThrough
 cdef class EventTable:
     cdef public object db, ids_db, marks_db, ids
     cdef public object cache, to_nid, to_str
+    cdef public bint sums
     cdef object _next, _meta_db
     cdef ReadThrough _records, _nids, _event_ids, _chunks
 

@@ -15,6 +15,7 @@ from ._names import NameCache
 from ._parse import MAX_AUTH, MAX_DEPTH, MAX_PREVS, MEMBERSHIP_CODE, MEMBERSHIPS, OTHER_MEMBERSHIP, ParsedEvent, parse_common
 from ._records import HAS_AUTH, HASH_ID, IS_STATE, OUTLIER, PLACEHOLDER, REJECTED, Record, event_id_key, published_records
 from ._write import uvarint
+from .checksum import seal_short, unseal_short
 from .damage import DECODE_ERRORS, damaged, decode_error
 from .errors import InvalidEventError, RoomStateError
 from .format import U64
@@ -206,6 +207,7 @@ class EventTable:
         self.cache = self._records.cache
         self.to_nid = self._nids.cache
         self.to_str = self._event_ids.cache
+        self.sums = True  # mark chunks end with a checksum (Tables.set_format)
 
     # -- event IDs ---------------------------------------------------------
     def lookup(self, tx, event_id):
@@ -335,9 +337,12 @@ class EventTable:
         chunk = self._chunks.find(tx, idx)
         if chunk is not None:
             return chunk
-        raw = tx.txn.get(_U64.pack(idx), None, self.marks_db)
+        key = _U64.pack(idx)
+        raw = tx.txn.get(key, None, self.marks_db)
         if raw is None:
             return bytes(CHUNK)
+        if self.sums:
+            raw = unseal_short("flags", idx, key, raw)
         if len(raw) != CHUNK:
             raise damaged("flags", idx, f"a mark chunk is {CHUNK} bytes, this one {len(raw)}")
         return bytes(raw)
@@ -370,4 +375,5 @@ class EventTable:
         table = tx.pending.get("marks")
         if table:
             for idx, chunk in table.items():
-                tx.txn.put(_U64.pack(idx), bytes(chunk), True, True, False, self.marks_db)
+                key = _U64.pack(idx)
+                tx.txn.put(key, seal_short(key, chunk), True, True, False, self.marks_db)

@@ -13,6 +13,7 @@ import hashlib
 import numpy as np
 
 from ._names import NameCache, fetch_names
+from .checksum import seal, unseal
 from .damage import DECODE_ERRORS, damaged, decode_error, meta_u64, stored_nid
 from .errors import RoomStateError
 from .format import U64
@@ -95,6 +96,7 @@ class IdMaps:
         self.to_str = {k: rt.cache for k, rt in self._strs.items()}
         # (type, state_key) tuples by ``type NID << 32 | state key NID``, for StateMap
         self.pairs = NameCache(cache_limit)
+        self.sums = True  # the names tables' values end with a checksum (Tables.set_format)
 
     # -- reads -------------------------------------------------------------
     def lookup(self, tx, kind, s):
@@ -111,7 +113,10 @@ class IdMaps:
             return 0
         nid = stored_nid("ids", key, val)
         if len(raw) > _SHORT:
-            stored = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
+            name_key = _U64.pack(nid)
+            stored = tx.txn.get(name_key, None, self.names_db[kind])
+            if stored is not None and self.sums:
+                stored = unseal(_TABLES[kind], nid, name_key, stored)
             if stored is None or bytes(stored) != raw:
                 raise RoomStateError(f"digest collision on {kind.decode()} key {s!r}")
         self._keep(tx, kind, s, nid)
@@ -123,9 +128,12 @@ class IdMaps:
         s = self._strs[kind].find(tx, nid)
         if s is not None:
             return s
-        raw = tx.txn.get(_U64.pack(nid), None, self.names_db[kind])
+        key = _U64.pack(nid)
+        raw = tx.txn.get(key, None, self.names_db[kind])
         if raw is None:
             raise damaged(_TABLES[kind], nid, f"a {_KIND_NAMES[kind]} NID named by a record has no string")
+        if self.sums:
+            raw = unseal(_TABLES[kind], nid, key, raw)
         try:
             s = decode(raw)
         except UnicodeDecodeError as exc:
@@ -149,13 +157,15 @@ class IdMaps:
         from LMDB in one C loop; a read transaction caches them too (committed strings)."""
         if kind == EVENT:
             cache, db, records, what = self.events.to_str, self.events.db, True, "an event NID has no record"
+            checked = None
         else:
             cache, db, records = self.to_str[kind], self.names_db[kind], False
+            checked = _TABLES[kind] if self.sums else None
             what = f"a {_KIND_NAMES[kind]} NID has no string"
         absent = cache.absent(nids)
         table = "events" if kind == EVENT else _TABLES[kind]
         try:
-            found = fetch_names(tx.txn, db, absent, records)
+            found = fetch_names(tx.txn, db, absent, records, checked)
         except DECODE_ERRORS as exc:
             raise damaged(table, None, f"a value read for NIDs {_some(absent)} cannot be decoded ({exc})") from None
         if None in found:
@@ -176,7 +186,8 @@ class IdMaps:
         nid = self.next_nid(tx, kind)
         raw = encode(s)
         tx.txn.put(string_key(kind, raw), _U64.pack(nid), True, True, False, self.ids_db)
-        tx.txn.put(_U64.pack(nid), raw, True, True, False, self.names_db[kind])
+        name_key = _U64.pack(nid)
+        tx.txn.put(name_key, seal(name_key, raw), True, True, False, self.names_db[kind])
         self._keep(tx, kind, s, nid)
         return nid
 

@@ -12,6 +12,7 @@ from . import _core, _names
 from ._core import ENTRY_DTYPE
 from .blocks import empty_entries, frozen
 from ._records import IS_STATE, PLACEHOLDER
+from .checksum import unseal
 from .damage import DECODE_ERRORS, damaged, decode_error
 from .errors import MissingEventError, RoomStateError
 from .eventinfo import EventInfo, StateReset
@@ -335,7 +336,10 @@ class Reader:
         with self.reading() as tx:
             with tx.txn.cursor(db=self.ids.names_db[ROOM]) as cur:
                 names = []
+                sums = self.ids.sums
                 for key, value in cur:
+                    if sums:
+                        value = unseal("names_r", int.from_bytes(key, "big"), key, value)
                     try:
                         names.append(decode(value))
                     except UnicodeDecodeError as exc:

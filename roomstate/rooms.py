@@ -11,6 +11,7 @@ and writes them once, at its outermost commit.
 """
 import numpy as np
 
+from .checksum import meta_value, seal, unseal
 from .damage import damaged, meta_u64
 from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_STATE, U64
 
@@ -20,8 +21,11 @@ from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_STATE, U64
 MAX_EXTREMITIES = 1 << 20
 
 
-def decode_extremities(room, raw):
-    """A ``rooms`` value: distinct nonzero event NIDs, little-endian u64 each."""
+def decode_extremities(room, raw, sums=True):
+    """A ``rooms`` value: distinct nonzero event NIDs, little-endian u64 each (then the
+    checksum, with ``sums``: format version 3)."""
+    if sums:
+        raw = unseal("rooms", room, U64.pack(room), raw)
     if len(raw) % 8 or len(raw) > 8 * MAX_EXTREMITIES:
         raise damaged("rooms", room, f"{len(raw)} bytes are not a list of event NIDs")
     ex = tuple(np.frombuffer(raw, dtype=EXTREMITIES_DTYPE).tolist())
@@ -35,13 +39,14 @@ class RoomTable:
 
     def __init__(self, db):
         self.db = db
+        self.sums = True  # values end with a checksum (Tables.set_format)
 
     def extremities(self, tx, room):
         """The room's forward extremities (event NIDs), this transaction's changes included."""
         ex = tx.get("rooms", room) if tx.write else None
         if ex is None:
             raw = tx.txn.get(U64.pack(room), None, self.db)
-            ex = decode_extremities(room, raw) if raw is not None else ()
+            ex = decode_extremities(room, raw, self.sums) if raw is not None else ()
         return ex
 
     def set_extremities(self, tx, room, extremities):
@@ -51,7 +56,8 @@ class RoomTable:
         rooms = tx.pending.get("rooms")
         if rooms:
             for room, ex in rooms.items():
-                tx.txn.put(U64.pack(room), np.asarray(ex, dtype=EXTREMITIES_DTYPE).tobytes(), True, True, False, self.db)
+                key = U64.pack(room)
+                tx.txn.put(key, seal(key, np.asarray(ex, dtype=EXTREMITIES_DTYPE).tobytes()), True, True, False, self.db)
 
 
 class MetaTable:
@@ -83,10 +89,10 @@ class MetaTable:
 
     def put_now(self, tx, key, value):
         """Write a value straight to the table (the format version, at initialisation)."""
-        tx.txn.put(key, U64.pack(value), True, True, False, self.db)
+        tx.txn.put(key, meta_value(key, value), True, True, False, self.db)
 
     def flush(self, tx):
         meta = tx.pending.get("meta")
         if meta:
             for key, value in meta.items():
-                tx.txn.put(key, U64.pack(value), True, True, False, self.db)
+                tx.txn.put(key, meta_value(key, value), True, True, False, self.db)

@@ -27,6 +27,7 @@ from . import _core
 from ._core import ENTRY_DTYPE
 from ._write import Components, chain_link
 from .blocks import empty_entries, frozen
+from .checksum import seal, unseal
 from .damage import DECODE_ERRORS, damaged, decode_error, stored_nid
 from .format import U64
 from .txn import BoundedCache, ReadThrough
@@ -71,6 +72,7 @@ class SnapshotStore:
         self._states = ReadThrough(BoundedCache(state_cache_items), None)
         self.cache = self._parts.cache
         self.state_cache = self._states.cache
+        self.sums = True  # records end with a checksum (Tables.set_format)
 
     # -- records -----------------------------------------------------------
     def components(self, tx, snap):
@@ -88,12 +90,13 @@ class SnapshotStore:
                 c = parts.find(tx, cur)
                 if c is not None:
                     break
-            raw = tx.txn.get(_U64.pack(cur), None, self.db)
+            key = _U64.pack(cur)
+            raw = tx.txn.get(key, None, self.db)
             if raw is None:
                 if path:
                     raise damaged("snapshots", path[-1][0], f"its parent snapshot {cur} is missing")
                 raise damaged("snapshots", cur, "the snapshot is missing")
-            c = self._decode(cur, bytes(raw), path)
+            c = self._decode(cur, bytes(unseal("snapshots", cur, key, raw) if self.sums else raw), path)
             if isinstance(c, Components):
                 c = parts.keep(tx, cur, c)
                 break
@@ -165,10 +168,11 @@ class SnapshotStore:
         return nid, True
 
     def _append(self, tx, record):
-        """Store a snapshot record under the next NID."""
+        """Store a snapshot record (sealed with its checksum) under the next NID."""
         nid = tx.next_counter(self._next, self._meta_db)  # ids.next_nid(tx, SNAPSHOT_KIND) without a call layer
+        key = _U64.pack(nid)
         # NIDs only grow: append.  Positional (dupdata, overwrite, append, db): faster than keywords.
-        if not tx.txn.put(_U64.pack(nid), record, True, True, True, self.db):
+        if not tx.txn.put(key, seal(key, record), True, True, True, self.db):
             raise damaged("snapshots", nid, "the snapshot NID is not above the stored ones (the counter is behind)")
         return nid
 

@@ -14,7 +14,7 @@ import warnings
 from contextlib import contextmanager
 
 from .errors import RoomStateError, StoreFormatError
-from .format import FORMAT_VERSION, READS
+from .format import CHECKSUMS_SINCE, FORMAT_VERSION, READS
 from .merger import Merger
 from .reader import Reader
 from .resolvers import resolver_of
@@ -93,8 +93,17 @@ class StateStore:
                 f"{self.path!r} holds format version {version}, made by {newer} roomstate; "
                 f"this one reads versions {', '.join(map(str, READS))}"
             )
-        elif version != FORMAT_VERSION and not self.readonly:
-            self._tx.write(tables.upgrade)
+        else:
+            with self._tx.reading() as tx:
+                tables.check_meta(tx, version)
+            if version == FORMAT_VERSION:
+                return
+            if not self.readonly:
+                self._tx.write(tables.upgrade)
+            elif version < CHECKSUMS_SINCE:
+                # Read as it is, without checksums, until a writer elsewhere upgrades it.
+                tables.set_checksums(False)
+                self._tx.on_read = tables.refresh_format
 
     # -- lifecycle -----------------------------------------------------------
     @property

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from os import PathLike
 from typing import Any
+from .format import CHECKSUMS_SINCE as CHECKSUMS_SINCE
 
 _Event = Mapping[str, Any]
 _Key = tuple[str, str]

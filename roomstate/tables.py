@@ -4,8 +4,10 @@ A write transaction's dirty tables are flushed here before its outermost
 commit, and what it cached is published to the process-wide caches after it.
 """
 from .blocks import BlockStore
+from .checksum import intact, meta_value, seal, seal_short
+from .damage import damaged
 from .events import EventTable
-from .format import FORMAT_VERSION, META_FORMAT
+from .format import CHECKED_TABLES, CHECKSUM_BYTES, CHECKSUMS_SINCE, FORMAT_VERSION, META_FORMAT
 from .ids import ROOM, STATE_KEY, TYPE, IdMaps
 from .rooms import MetaTable, RoomTable
 from .snapshots import SnapshotStore
@@ -31,6 +33,43 @@ class Tables:
         # An event's auth events never change once committed: the Matrix resolution
         # walks the same ones at every merge.
         self.auth_edges = ReadThrough(BoundedCache(AUTH_EDGES_LIMIT), "auth:edges")
+        self.handles = h
+        self.checksums = True
+
+    def set_checksums(self, on):
+        """Whether the stored values carry checksums (format version 3 on): every table's
+        decoders check them, or read values of an older format as they are."""
+        self.checksums = on
+        for table in (self.ids, self.blocks, self.snaps, self.events, self.rooms):
+            table.sums = on
+
+    def check_meta(self, tx, version):
+        """At open: every ``meta`` value has the shape of the stored format version (with a
+        right checksum from version 3 on), so a damaged ``format`` value (3 read as 2)
+        cannot make checked values read as unchecked ones."""
+        sums = version >= CHECKSUMS_SINCE
+        with tx.txn.cursor(db=self.meta.db) as cur:
+            for key, raw in cur:
+                key = bytes(key)
+                if key == META_FORMAT:
+                    continue
+                if sums and len(raw) != 8 + CHECKSUM_BYTES:
+                    raise damaged("meta", key, f"a format-{version} meta value is 8 bytes and a 4-byte checksum,"
+                                  f" this one {len(raw)} bytes")
+                if sums and not intact(key, raw):
+                    raise damaged("meta", key, "its checksum is wrong (the value was changed)")
+                if not sums and len(raw) != 8:
+                    raise damaged("meta", key, f"a format-{version} meta value is 8 bytes, this one {len(raw)}"
+                                  " (a checksum follows from format 3 on: is the format version damaged?)")
+
+    def refresh_format(self, txn):
+        """A store opened read-only in an older format: True once another writer has
+        upgraded it (its values carry checksums from then on)."""
+        raw = txn.get(META_FORMAT, None, self.meta.db)
+        if raw is not None and len(raw) == 8 and int.from_bytes(raw, "big") >= CHECKSUMS_SINCE:
+            self.set_checksums(True)
+            return True
+        return False
 
     def format_version(self, tx):
         """The stored format version, or None for a store not initialised yet."""
@@ -49,13 +88,32 @@ class Tables:
         self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
 
     def upgrade(self, tx):
-        """Mark a store of an older format this code reads (``READS``) as the current one.
+        """Make a store of an older format this code reads (``READS``) the current one.
 
-        Every older version's tables are valid in the current one; only what is written
-        from now on may use what the newer version added."""
+        Versions 1 and 2 hold no checksums: every value of ``CHECKED_TABLES`` is written
+        again with its checksum (one pass; the store is then a version-3 store in every
+        value).  The auth sections of version 2 need nothing: version-1 records are
+        valid version-2 ones."""
         version = self.format_version(tx)
-        if version is not None and version < FORMAT_VERSION:
-            self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
+        if version is None or version >= FORMAT_VERSION:
+            return
+        if version < CHECKSUMS_SINCE:
+            txn = tx.txn
+            for table in CHECKED_TABLES:
+                db = self.handles[table]
+                with txn.cursor(db=db) as cur:
+                    keys = [bytes(k) for k in cur.iternext(keys=True, values=False)]
+                for key in keys:
+                    if key == META_FORMAT:
+                        continue
+                    raw = bytes(txn.get(key, None, db))
+                    if table == "meta":
+                        value = meta_value(key, int.from_bytes(raw, "big"))
+                    else:
+                        value = (seal_short if table == "flags" else seal)(key, raw)
+                    txn.put(key, value, True, True, False, db)
+            self.set_checksums(True)
+        self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
 
     def flush(self, tx):
         self.meta.flush(tx)

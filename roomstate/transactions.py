@@ -170,6 +170,9 @@ class Transactions:
         self.flush = flush
         self.publish = publish
         self.local = threading.local()
+        # Called with each new read transaction until it returns True (a store opened
+        # read-only in an older format: Tables.refresh_format).
+        self.on_read = None
 
     def check_open(self):
         if self.closed:
@@ -197,7 +200,10 @@ class Transactions:
     def begin_read(self):
         self.check_open()
         try:
-            return self.backend.begin_read()
+            txn = self.backend.begin_read()
+            if self.on_read is not None and self.on_read(txn):
+                self.on_read = None
+            return txn
         except Exception as exc:  # noqa: BLE001 - translated, or raised as it is
             error = read_error(self, exc)
             if error is exc:

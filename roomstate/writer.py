@@ -17,6 +17,7 @@ from .extras import EXTRAS_TYPES, extras_of, stored_extras
 from .events import HAS_AUTH, HAS_CHILD, IS_STATE, MEMBERSHIP_MASK, OUTLIER, REJECTED, Record, parse, parse_common
 from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, EVENT, ROOM, STATE_KEY, TYPE
 from .matrix.eventid import compute_event_id
+from .matrix.pdu import check_reference_counts
 from .matrix.versions import version_of_create
 from .snapshots import EMPTY_SNAPSHOT
 
@@ -68,6 +69,8 @@ class Writer:
         else:
             ev, named = self.identify(tx, ev)
         p = parse_common(named) or parse(named)  # parse() takes the full validation when the fast path declines
+        if self.check_auth:
+            check_reference_counts(named, p.event_id)  # the PDU format's limits, on Matrix events
         ids, events = self.ids, self.events
         # Each field read once: ParsedEvent attributes are descriptor lookups.
         eid, room_id, type_, state_key = p.event_id, p.room_id, p.type, p.state_key

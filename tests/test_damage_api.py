@@ -8,6 +8,8 @@ import pytest
 
 import roomstate
 from roomstate import InvalidEventError, RoomStateError, StoreFormatError, _core
+from roomstate.checksum import seal, seal_short
+from roomstate.format import CHECKED_TABLES
 from roomstate.statemap import StateMap
 
 from test_store import ROOM, dump, ev, fork, member
@@ -175,14 +177,23 @@ def test_reads_racing_close_get_the_store_is_closed(tmp_path):
 
 # -- damaged values, one decoder at a time ----------------------------------------------
 
-def _damage(path, table, key, value):
+def _sealed(table, key, body):
+    """A value of ``table`` as format 3 stores it: ``body`` and its checksum."""
+    if table == "meta" and key != b"format" or table in CHECKED_TABLES and table != "meta":
+        return (seal_short if table == "flags" else seal)(key, body)
+    return body
+
+
+def _damage(path, table, key, value, sealed=True):
+    """Store ``value`` under ``key`` (None: delete it).  ``sealed``: with a right checksum,
+    so that the decoder's own checks behind the checksum are what is tested."""
     env = lmdb.open(str(path), max_dbs=20, lock=False)
     db = env.open_db(table.encode(), create=False)
     with env.begin(write=True) as txn:
         if value is None:
             txn.delete(key, db=db)
         else:
-            txn.put(key, value, db=db)
+            txn.put(key, _sealed(table, key, value) if sealed else value, db=db)
     env.close()
 
 
@@ -199,12 +210,15 @@ def chain_store(tmp_path):
     return path, snaps
 
 
-def _raw(path, table, key):
+def _raw(path, table, key, body=True):
+    """A stored value; ``body``: without its checksum."""
     env = lmdb.open(str(path), max_dbs=20, lock=False, readonly=True)
     db = env.open_db(table.encode(), create=False)
     with env.begin() as txn:
         raw = bytes(txn.get(key, db=db))
     env.close()
+    if body and len(_sealed(table, key, b"")):
+        raw = raw[:-len(_sealed(table, key, b""))]
     return raw
 
 
@@ -232,7 +246,7 @@ def test_a_snapshot_chain_with_wrong_hops_is_refused(chain_store):
 @pytest.mark.parametrize(
     "table, key, value, read, match",
     [
-        ("meta", b"count:events", b"\x01\x02", "stats", "table 'meta', key b'count:events': a meta value is 8 bytes"),
+        ("meta", b"count:events", b"\x01\x02", "open", "table 'meta', key b'count:events': a format-3 meta value is 8 bytes"),
         ("rooms", _u64(1), b"\x01" * 7, "current_state", "table 'rooms', key 1: 7 bytes"),
         ("rooms", _u64(1), (999).to_bytes(8, "little"), "current_state", "table 'rooms', key 1: its forward extremity 999 has no record"),
         ("events", _u64(11), b"\xff" * 5, "event", "table 'events', key 11: cannot be decoded"),
@@ -245,18 +259,61 @@ def test_a_snapshot_chain_with_wrong_hops_is_refused(chain_store):
 def test_damaged_values_name_their_table_and_key(chain_store, table, key, value, read, match):
     path, _ = chain_store
     _damage(path, table, key, value)
-    with roomstate.open(path, readonly=True) as store:
-        calls = {
-            "stats": store.stats,
-            "current_state": lambda: store.current_state(ROOM),
-            "event": lambda: store.event("$m9"),
-            "event_ids": lambda: store.state_after("$m9").to_dict(),
-            "state": lambda: store.state_after("$m9").to_dict(),
-            "rooms": store.rooms,
-            "members": lambda: store.members("$m9"),
-        }
-        with pytest.raises(StoreFormatError, match=match):
+    _read_fails(path, read, match)
+
+
+def _read_fails(path, read, match):
+    """The read ``read`` of the store at ``path`` (or its open: meta values are checked
+    there) raises StoreFormatError matching ``match``."""
+    with pytest.raises(StoreFormatError, match=match):
+        with roomstate.open(path, readonly=True) as store:
+            calls = {
+                "stats": store.stats,
+                "current_state": lambda: store.current_state(ROOM),
+                "event": lambda: store.event("$m9"),
+                "event_ids": lambda: store.state_after("$m9").to_dict(),
+                "state": lambda: store.state_after("$m9").to_dict(),
+                "state_cold": lambda: dict(store.state_after("$m9")),
+                "rooms": store.rooms,
+                "members": lambda: store.members("$m9"),
+                "open": lambda: None,
+            }
             calls[read]()
+
+
+@pytest.mark.parametrize(
+    "table, key, read",
+    [
+        ("meta", b"next:s", "open"),
+        ("meta", b"count:events", "open"),
+        ("names_r", _u64(1), "rooms"),
+        ("names_k", _u64(3), "state"),
+        ("names_t", _u64(5), "state"),
+        ("flags", _u64(0), "members"),
+        ("blocks", "every", "state"),
+        ("snapshots", None, "state"),
+        ("rooms", _u64(1), "current_state"),
+    ],
+)
+def test_a_flipped_bit_in_a_checked_value_is_a_checksum_error(tiny_tiers, tmp_path, table, key, read):
+    """Format 3: a value of CHECKED_TABLES changed in one bit (still decodable, most of
+    them: a silently wrong answer before) fails its checksum, naming table and key."""
+    path = tmp_path / "s"
+    with roomstate.open(path, check_auth=False) as store:
+        _members_chain(store, 30)
+        assert store.stats()["blocks"] >= 1
+        if key is None:  # the snapshot of the state after $m9
+            with store._tx.reading() as tx:
+                events = store._tables.events
+                key = _u64(events.get(tx, events.lookup(tx, "$m9")).after)
+        keys = [_u64(n) for n in range(1, store.stats()["blocks"] + 1)] if key == "every" else [key]
+    for k in keys:
+        raw = _raw(path, table, k, body=False)
+        flipped = bytearray(raw)
+        flipped[len(raw) // 3] ^= 0x04
+        _damage(path, table, k, bytes(flipped), sealed=False)
+    shown = repr(key) if table == "meta" else r"\d+" if key == "every" else int.from_bytes(key, "big")
+    _read_fails(path, read, rf"table '{table}', key {shown}: its checksum is wrong")
 
 
 def test_a_block_out_of_order_is_refused(tmp_path, tiny_tiers):

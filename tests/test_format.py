@@ -1,5 +1,6 @@
-"""The on-disk format (docs/FORMAT.md), pinned by the committed stores ``tests/data/format-v2``
-(what this code writes) and ``tests/data/format-v1`` (the older version it still reads).
+"""The on-disk format (docs/FORMAT.md), pinned by the committed stores ``tests/data/format-v3``
+(what this code writes) and ``tests/data/format-v1``, ``format-v2`` (the older versions it
+still reads).
 
 Known answers: the state questions of the events ``tests/data/make_format_store.py``
 writes, worked out from the events.  Known bytes: one record of every kind, read
@@ -9,8 +10,9 @@ document and the code are checked against each other.  A change to any of these
 bytes is a format change: bump ``FORMAT_VERSION`` and commit a new store.
 
 Most tests read the version-1 store: every table of version 1 is unchanged in version 2.
-The version-2 store adds the auth sections of event records (``test_auth_sections``), and
-the generator must write it again byte for byte.
+The version-2 store adds the auth sections of event records (``test_auth_sections``); the
+version-3 store is the version-2 one with a checksum at the end of every value of the
+checked tables (``test_checksums``), and the generator must write it again byte for byte.
 """
 import base64
 import hashlib
@@ -18,18 +20,23 @@ import importlib.util
 import os
 import shutil
 import struct
+import subprocess
+import sys
+import zlib
 
 import lmdb
 import pytest
 
 import roomstate
-from roomstate.format import FORMAT_VERSION, TABLES
+import roomstate.check
+from roomstate.format import CHECKED_TABLES, FORMAT_VERSION, TABLES
 
 from test_faults import _poke_format
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 STORE = os.path.join(DATA, "format-v1")
 STORE_V2 = os.path.join(DATA, "format-v2")
+STORE_V3 = os.path.join(DATA, "format-v3")
 
 
 def _generator():
@@ -85,6 +92,11 @@ def tables(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tables_v2(tmp_path_factory):
     return _tables(_copy(tmp_path_factory.mktemp("tables-v2"), STORE_V2))
+
+
+@pytest.fixture(scope="module")
+def tables_v3(tmp_path_factory):
+    return _tables(_copy(tmp_path_factory.mktemp("tables-v3"), STORE_V3))
 
 
 # -- FORMAT.md's encodings, written again here -------------------------------------------------
@@ -447,33 +459,75 @@ def test_rooms(tables):
 # (test_faults.py checks the version above this one on a new store; here, the committed store.)
 
 
-@pytest.mark.parametrize("version, which", [(0, "older"), (3, "newer")])
+@pytest.mark.parametrize("version, which", [(0, "older"), (4, "newer")])
 def test_other_format_versions_are_refused(tmp_path, version, which):
     path = _copy(tmp_path)
     _poke_format(path, version)
     for readonly in (True, False):
         with pytest.raises(roomstate.StoreFormatError, match=f"format version {version}, made by an? {which}"):
             roomstate.open(path, readonly=readonly, check_auth=False)
-    _poke_format(path, FORMAT_VERSION)
+    _poke_format(path, 1)  # the refusals changed nothing
     with roomstate.open(path, readonly=True) as s:
         assert s.has_event(hid("create"))
 
 
-def test_a_version_1_store_is_read_and_marked_version_2_before_a_write(tmp_path):
+def test_a_version_1_store_is_read_and_upgraded_before_a_write(tmp_path):
     path = _copy(tmp_path)
     with roomstate.open(path, readonly=True) as s:
         assert s.state_after(hid("message-3"))[(MEMBER, ALICE)] == hid("alice-join")
     assert _tables(path)["meta"][b"format"] == be(1)  # a read-only open changes nothing
+    before = _tables(path)
     with roomstate.open(path, resolver="newest_event", check_auth=False) as s:
         s.add_event(gen._event(hid("after-upgrade"), ROOM_A, "m.room.message", [hid("message-3")],
                                origin_server_ts=1, auth_events=[hid("create")]))
         assert s.state_before(hid("after-upgrade")) == s.state_after(hid("message-3"))
+        assert s.state_after(hid("message-3"))[(MEMBER, ALICE)] == hid("alice-join")
     after = _tables(path)
-    assert after["meta"][b"format"] == be(2)
+    assert after["meta"][b"format"] == be(3)
     nid = A[hid("message-3")] + 1 + len(B_NIDS)  # the next event NID
     assert decode_record(after["events"][be(nid)], nid)["auth"] == dict(
         sender=K_ALICE, ts=1, auth_events=[A[hid("create")]], extras=0, reason=0
     )
+    # Every value stored before the upgrade is there again, with its checksum.
+    for name in ("names_r", "names_t", "names_k", "blocks", "snapshots"):
+        assert all(after[name][k] == sealed(name, k, v) for k, v in before[name].items()), name
+    assert roomstate.check.check(path)["ok"]
+
+
+def test_a_version_2_store_upgraded_is_the_version_3_store(tmp_path, tables_v3):
+    """The upgrade of a writable open gives every value of the version-2 store its checksum:
+    the very tables the generator writes in version 3."""
+    path = _copy(tmp_path, STORE_V2)
+    with roomstate.open(path, readonly=True) as s:  # read as it is, without checksums
+        assert s.state_after(hid("message-3"))[(MEMBER, ALICE)] == hid("alice-join")
+    assert _tables(path)["meta"][b"format"] == be(2)
+    with roomstate.open(path, check_auth=False):
+        pass
+    assert _tables(path) == tables_v3
+
+
+def test_a_reader_of_an_older_store_follows_its_upgrade(tmp_path):
+    """A store opened read-only in format 2 reads on after another open upgraded it."""
+    path = _copy(tmp_path, STORE_V2)
+    with roomstate.open(path, readonly=True) as reader:
+        assert reader.members(hid("message-2")) == [ALICE, BOB, ZOE]
+        subprocess.run([sys.executable, "-c", "import sys, roomstate; roomstate.open(sys.argv[1], check_auth=False).close()",
+                        str(path)], check=True, timeout=120)
+        assert reader.state_after(hid("message-3"))[(MEMBER, ALICE)] == hid("alice-join")
+        assert reader.members(hid("message-3")) == [ALICE, BOB, ZOE] + USERS
+        assert reader.rooms() == sorted([ROOM_A, ROOM_B])
+        assert reader._tables.checksums  # it reads the checksums now
+    assert _tables(path)["meta"][b"format"] == be(3)
+
+
+def test_a_damaged_format_version_cannot_turn_checks_off(tmp_path):
+    """Format 3 read as 2 (a flipped bit) would read checked values as unchecked ones: the
+    meta values' shape at open says which it is."""
+    path = _copy(tmp_path, STORE_V3)
+    _poke_format(path, 2)
+    for readonly in (True, False):
+        with pytest.raises(roomstate.StoreFormatError, match="a checksum follows from format 3 on"):
+            roomstate.open(path, readonly=readonly, check_auth=False)
 
 
 # -- (d) version 2: auth sections --------------------------------------------------------------------
@@ -528,13 +582,47 @@ def _leb128(v):
             return out
 
 
-# -- (e) the generator writes the committed store again ---------------------------------------------------
+# -- (e) version 3: checksums ---------------------------------------------------------------------
 
 
-def test_the_generator_writes_the_committed_tables(tmp_path, tables_v2):
-    """Table by table, record by record: what today's code writes is format version 2."""
+def sealed(table, key, value):
+    """A value as version 3 stores it (FORMAT.md §3): the CRC-32 of key and value appended,
+    little-endian; its low 2 bytes only in ``flags``; none in ``meta`` ``format``."""
+    crc = zlib.crc32(key + value)
+    if table == "flags":
+        return value + struct.pack("<H", crc & 0xFFFF)
+    if table == "meta" and key == b"format":
+        return value
+    return value + struct.pack("<I", crc)
+
+
+def test_checksums(tables_v3, tables_v2):
+    assert CHECKED_TABLES == ("meta", "names_r", "names_t", "names_k", "flags", "blocks", "snapshots", "rooms")
+    assert tables_v3["meta"][b"format"] == be(3)
+    # Known bytes: snapshot 2 (the create event's chain link) and the rooms value of room A.
+    assert tables_v3["snapshots"][be(2)] == bytes.fromhex("02 01 01 01 01 01 01 01 8a 99 41 07")
+    assert tables_v3["meta"][b"next:s"] == bytes.fromhex("00 00 00 00 00 00 00 33 af 90 b3 e0")
+    assert tables_v3["rooms"][be(1)] == bytes.fromhex("32 00 00 00 00 00 00 00 16 0b 28 3c")
+    # The residue: the CRC-32 of key, value and checksum together is a constant.
+    assert zlib.crc32(be(2) + tables_v3["snapshots"][be(2)]) == 0x2144DF1C
+    for name in TABLES:
+        if name == "meta":
+            expected = {k: sealed(name, k, v if k == b"format" else v) for k, v in tables_v2[name].items()}
+            expected[b"format"] = be(3)
+        elif name in CHECKED_TABLES:
+            expected = {k: sealed(name, k, v) for k, v in tables_v2[name].items()}
+        else:
+            expected = tables_v2[name]
+        assert tables_v3[name] == expected, name
+
+
+# -- (f) the generator writes the committed store again ---------------------------------------------------
+
+
+def test_the_generator_writes_the_committed_tables(tmp_path, tables_v3):
+    """Table by table, record by record: what today's code writes is format version 3."""
     out = tmp_path / "again"
     assert gen.write(str(out)) < 1 << 20
     again = _tables(out)
     for name in TABLES:
-        assert again[name] == tables_v2[name], name
+        assert again[name] == tables_v3[name], name

@@ -38,7 +38,14 @@ from . import canonical
 from .eventid import compute_event_id
 from .versions import RoomVersion, room_version, version_of_create
 
-__all__ = ["MatrixEvent", "validate_event"]
+__all__ = ["MAX_AUTH_EVENTS", "MAX_PREV_EVENTS", "MatrixEvent", "check_reference_counts", "validate_event"]
+
+# The PDU format of every room version (server-server API, "Persistent Data Unit", rooms
+# v1-v12): ``auth_events`` "Must contain less than or equal to 10 events" and
+# ``prev_events`` "Must contain less than or equal to 20 events".  (Synapse refuses a
+# received event over either limit, as a bad request, before storing it.)
+MAX_AUTH_EVENTS = 10
+MAX_PREV_EVENTS = 20
 
 # Content keys the authorization rules read, by event type (rooms v1–v12, "Authorization rules").
 _POWER_LEVEL_KEYS = (
@@ -143,6 +150,8 @@ def validate_event(ev, room_version=None, *, auth_data=True):
     depth = ev.get("depth")
     if depth is not None or "depth" in ev or auth_data:
         depth = _integer(ev, "depth", event_id, 0, canonical.MAX_INT if v.strict_canonical_json else MAX_DEPTH)
+    if auth_data:
+        check_reference_counts(ev, event_id)
     prev_events = _references(ev, "prev_events", v, event_id, auth_data, True)
     auth_events = _references(ev, "auth_events", v, event_id, auth_data, False)
 
@@ -164,6 +173,18 @@ def validate_event(ev, room_version=None, *, auth_data=True):
         if redacts is not None:
             out.redacts = _event_id(redacts, field, event_id)
     return out
+
+
+def check_reference_counts(ev, event_id):
+    """InvalidEventError naming ``prev_events`` or ``auth_events`` when the event lists more
+    than the PDU format allows (``MAX_PREV_EVENTS``, ``MAX_AUTH_EVENTS``), counted as
+    given: an entry listed twice counts twice."""
+    for field, limit in (("prev_events", MAX_PREV_EVENTS), ("auth_events", MAX_AUTH_EVENTS)):
+        refs = ev.get(field)
+        if (type(refs) is list or isinstance(refs, (list, tuple))) and len(refs) > limit:
+            raise InvalidEventError(
+                field, f"has {len(refs)} entries; a Matrix event (PDU) has at most {limit}", event_id
+            )
 
 
 def _room_version(ev, given, is_create, content, event_id):

@@ -1,4 +1,4 @@
-"""Write ``tests/data/format-v2/``: a small store of on-disk format version 2.
+"""Write ``tests/data/format-v3/``: a small store of on-disk format version 3.
 
 ``tests/test_format.py`` reads the committed copy back with known answers and
 known bytes (docs/FORMAT.md describes every table).  The events are written by
@@ -11,12 +11,15 @@ with a block exists.
 
 Version 2 added the auth section of event records: the events of room A carry
 ``origin_server_ts`` and some of them ``auth_events``; every event has a sender.
+Version 3 added value checksums; the events are the same as for version 2, so every
+value of ``format-v3`` is its ``format-v2`` value, with its checksum where it has one.
 
 Deterministic: the same events in the same transactions give the same tables
 (``test_the_generator_writes_the_committed_tables`` checks it).  The committed
 ``format-v1`` was written by this script's version-1 form (in the history, up to
-commit c605b8d) and is not regenerated: the tests read it as the older store.
-A format change copies this script to write ``format-v3``.  To write a store
+commit c605b8d), ``format-v2`` by its version-2 form (up to commit 2c7ced9); they are
+not regenerated: the tests read them as the older stores.  A format change copies
+this script to write ``format-v4``.  To write a store
 elsewhere, from the checkout (so that its build is imported, not an installed roomstate):
 
     PYTHONPATH=. python tests/data/make_format_store.py OUT_DIR
