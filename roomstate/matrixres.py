@@ -89,52 +89,15 @@ class _TxState(Mapping):
 
 
 def auth_difference_nids(auth_of, member, full, unconflicted_nids):
-    """The auth difference (rooms v2, "Definitions") on NIDs.
+    """The auth difference (rooms v2, "Definitions") on NIDs: the walks of
+    :func:`roomstate.matrix.stateres.chain_masks` (shared with the reference
+    :func:`~roomstate.matrix.stateres.auth_difference`) over the stored auth events.
 
     ``auth_of(nid)``: the NIDs of an event's auth events; ``member``: each event at a
     conflicted key -> the bit mask of the state sets holding it; ``full``: the mask of
     every set; ``unconflicted_nids``: the events every set holds.
-
-    As :func:`roomstate.matrix.stateres.auth_difference` (the reference it is tested
-    against): every event below an unconflicted one is in every set's full auth chain;
-    the others get the mask of the chains holding them, passed down from the conflicted
-    events in topological order.
     """
-    everywhere = set()
-    frontier = set()
-    for nid in unconflicted_nids:
-        frontier.update(auth_of(nid))
-    while frontier:
-        everywhere |= frontier
-        below = set()
-        for nid in frontier:
-            below.update(auth_of(nid))
-        frontier = below - everywhere
-    # The events below the conflicted ones (outside ``everywhere``), each after every
-    # event citing it: a depth-first post-order, reversed.
-    order = []
-    entered = set()
-    for start in member:
-        if start in entered:
-            continue
-        entered.add(start)
-        stack = [(start, iter(auth_of(start)))]
-        while stack:
-            nid, it = stack[-1]
-            for a in it:
-                if a not in entered and a not in everywhere:
-                    entered.add(a)
-                    stack.append((a, iter(auth_of(a))))
-                    break
-            else:
-                stack.pop()
-                order.append(nid)
-    chain = {}
-    for nid in reversed(order):
-        down = chain.get(nid, 0) | member.get(nid, 0)
-        for a in auth_of(nid):
-            if a not in everywhere:
-                chain[a] = chain.get(a, 0) | down
+    chain, _ = stateres.chain_masks(auth_of, member, unconflicted_nids)
     return {nid for nid, m in chain.items() if m != full}
 
 
@@ -169,7 +132,8 @@ class MatrixResolution:
                 return []
         base = keys.copy()
         base["event"] = np.where(agree | single, result, 0)
-        unconflicted = _TxState(ids, events, tx, prefix + [frozen(base)])
+        layers = prefix + [frozen(base)]
+        unconflicted = _TxState(ids, events, tx, layers)
         conflicted = {}
         member = {}
         rows_of_key = {}
@@ -187,8 +151,8 @@ class MatrixResolution:
             decided = stateres.resolve_v1_conflicts(rv, unconflicted, conflicted, graph)
         else:
             def difference(_state_sets):
-                everywhere_of = _core.overlay(prefix + [frozen(base)])
-                u = everywhere_of["event"][everywhere_of["event"] != 0].tolist()
+                state = _core.overlay(layers)
+                u = state["event"][state["event"] != 0].tolist()
                 diff = auth_difference_nids(graph.auth_nids, member, (1 << k) - 1, u)
                 return {graph.event_id(n) for n in diff}
 

@@ -52,6 +52,7 @@ __all__ = [
     "unconflicted_and_conflicted",
     "auth_chain",
     "auth_difference",
+    "chain_masks",
     "conflicted_state_subgraph",
     "full_conflicted_set",
     "is_power_event",
@@ -217,13 +218,16 @@ def auth_chain(event_ids: Iterable[str], get_event: GetEvent) -> set:
     return seen
 
 
-def _postorder(starts: Iterable[str], g: EventGraph, within=None, without=()) -> list:
+def _postorder(starts: Iterable, g: Optional[EventGraph], within=None, without=(), auth=None) -> list:
     """The events reached from ``starts`` through ``auth_events`` (``starts`` included),
     each after all its auth events (a DFS post-order; with ``within``, the walk stays
-    inside that set; it never enters ``without``)."""
+    inside that set; it never enters ``without``).  ``auth``: the function giving an
+    event's auth events (default ``g.auth``; a store passes one on NIDs)."""
     order = []
     entered: set = set()
-    auth = g.auth
+    if auth is None:
+        assert g is not None
+        auth = g.auth
     for start in starts:
         if start in entered:
             continue
@@ -265,31 +269,14 @@ def auth_difference(state_sets: Sequence[Mapping], get_event: GetEvent, *, with_
 
 def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: EventGraph,
                      with_state_events: bool = False) -> set:
-    auth = g.auth
-    full = (1 << len(state_sets)) - 1
     member: dict = {}  # conflicted event -> mask of the state sets holding it
     for key in conflicted:
         for i, s in enumerate(state_sets):
             eid = s.get(key)
             if eid is not None:
                 member[eid] = member.get(eid, 0) | (1 << i)
-    # The auth chains of the unconflicted events, level by level with set operations.
-    everywhere: set = set()
-    frontier: set = set()
-    for eid in unconflicted.values():
-        frontier.update(auth(eid))
-    while frontier:
-        everywhere |= frontier
-        below: set = set()
-        for eid in frontier:
-            below.update(auth(eid))
-        frontier = below - everywhere
-    chain: dict = {}  # event -> mask of the C_i holding it
-    for eid in reversed(_postorder(member, g, without=everywhere)):  # each before its auth events
-        down = chain.get(eid, 0) | member.get(eid, 0)
-        for a in auth(eid):
-            if a not in everywhere:
-                chain[a] = chain.get(a, 0) | down
+    full = (1 << len(state_sets)) - 1
+    chain, everywhere = chain_masks(g.auth, member, unconflicted.values())
     # An unconflicted event outside ``everywhere`` is in the C_i of the sets whose
     # conflicted events cite it (found by the second walk), and in no other.
     if with_state_events:
@@ -299,6 +286,36 @@ def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: 
         for eid in unconflicted.values():
             chain[eid] = full
     return {eid for eid, m in chain.items() if m != full}
+
+
+def chain_masks(auth, member: Mapping, unconflicted_events: Iterable):
+    """The two walks of :func:`auth_difference`, over any event keys (IDs, or a store's
+    NIDs): ``auth(e)`` gives an event's auth events; ``member`` maps each event at a
+    conflicted key to the bit mask of the state sets holding it; ``unconflicted_events``
+    are the events every set holds.
+
+    Returns ``(chain, everywhere)``: ``everywhere``, the auth chains of the unconflicted
+    events (in every set's full auth chain); ``chain``, each other event reached from the
+    conflicted ones -> the mask of the sets whose full auth chains hold it.
+    """
+    # The auth chains of the unconflicted events, level by level with set operations.
+    everywhere: set = set()
+    frontier: set = set()
+    for eid in unconflicted_events:
+        frontier.update(auth(eid))
+    while frontier:
+        everywhere |= frontier
+        below: set = set()
+        for eid in frontier:
+            below.update(auth(eid))
+        frontier = below - everywhere
+    chain: dict = {}
+    for eid in reversed(_postorder(member, None, without=everywhere, auth=auth)):  # each before its auth events
+        down = chain.get(eid, 0) | member.get(eid, 0)
+        for a in auth(eid):
+            if a not in everywhere:
+                chain[a] = chain.get(a, 0) | down
+    return chain, everywhere
 
 
 def conflicted_state_subgraph(conflicted_ids: Iterable[str], get_event: GetEvent) -> set:
