@@ -218,12 +218,9 @@ cdef void _sift_down(Py_ssize_t* heap, Py_ssize_t size, Py_ssize_t i, Layer* lay
             return
 
 
-cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tombstones) noexcept nogil:
-    cdef Py_ssize_t* heap = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t size = 0, i, top, m = 0
-    cdef uint64_t key
-    if heap == NULL:
-        return -1
+cdef Py_ssize_t _heapify(Py_ssize_t* heap, Layer* layers, Py_ssize_t k) noexcept nogil:
+    """Fill ``heap`` with the layers that hold entries, as a heap; their number."""
+    cdef Py_ssize_t size = 0, i
     for i in range(k):
         if layers[i].n > 0:
             heap[size] = i
@@ -232,6 +229,16 @@ cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tomb
     while i >= 0:
         _sift_down(heap, size, i, layers)
         i -= 1
+    return size
+
+
+cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tombstones) noexcept nogil:
+    cdef Py_ssize_t* heap = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t size, top, m = 0
+    cdef uint64_t key
+    if heap == NULL:
+        return -1
+    size = _heapify(heap, layers, k)
     while size > 0:
         top = heap[0]
         key = key_of(&layers[top].data[layers[top].pos])
@@ -305,34 +312,6 @@ def overlay(layers, bint keep_tombstones=False):
 # ---------------------------------------------------------------------------
 # align: the value of every key in each of several states (for merges)
 
-cdef inline bint _min_key(const Layer* ls, Py_ssize_t k, uint64_t* key) noexcept nogil:
-    """The smallest key at the layers' positions into ``key``; False when all are used up."""
-    cdef bint any_left = False
-    cdef uint64_t here
-    cdef Py_ssize_t j
-    for j in range(k):
-        if ls[j].pos < ls[j].n:
-            here = key_of(&ls[j].data[ls[j].pos])
-            if not any_left or here < key[0]:
-                key[0] = here
-            any_left = True
-    return any_left
-
-
-cdef Py_ssize_t _union_size(Layer* ls, Py_ssize_t k) noexcept nogil:
-    """How many distinct keys the layers hold together (their positions are left at 0)."""
-    cdef Py_ssize_t m = 0, j
-    cdef uint64_t key = 0
-    while _min_key(ls, k, &key):
-        for j in range(k):
-            if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == key:
-                ls[j].pos += 1
-        m += 1
-    for j in range(k):
-        ls[j].pos = 0
-    return m
-
-
 cdef inline bint _lookup_in(const Layer* ls, Py_ssize_t k, uint64_t key, uint64_t* event) noexcept nogil:
     """``key``'s event in overlaid layers (the last one holding it wins) into ``event``;
     False when no layer holds it."""
@@ -346,56 +325,380 @@ cdef inline bint _lookup_in(const Layer* ls, Py_ssize_t k, uint64_t key, uint64_
     return False
 
 
+cdef Py_ssize_t _align(Layer* ls, Py_ssize_t k, const Layer* bs, Py_ssize_t nb, uint64_t missing,
+                       Entry* ko, uint64_t* base, cnp.npy_intp* ptr, cnp.npy_intp* cols,
+                       uint64_t* vals) noexcept nogil:
+    """The k-way merge of :func:`align_sparse` (the output arrays hold the sum of the
+    layers' lengths); the number of keys, or -1 on no memory."""
+    cdef Py_ssize_t* heap = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t size, top, m = 0, e = 0, start, lo, hi
+    cdef cnp.npy_intp tc
+    cdef uint64_t key, fill, tv
+    if heap == NULL:
+        return -1
+    size = _heapify(heap, ls, k)
+    while size > 0:
+        top = heap[0]
+        key = key_of(&ls[top].data[ls[top].pos])
+        ko[m].type = <uint32_t>(key >> 32)
+        ko[m].state_key = <uint32_t>(key & 0xFFFFFFFFu)
+        ko[m].event = 0
+        ptr[m] = e
+        start = e
+        while size > 0:  # every state holding the key, last state first
+            top = heap[0]
+            if key_of(&ls[top].data[ls[top].pos]) != key:
+                break
+            cols[e] = top
+            vals[e] = ls[top].data[ls[top].pos].event
+            e += 1
+            ls[top].pos += 1
+            if ls[top].pos >= ls[top].n:
+                size -= 1
+                heap[0] = heap[size]
+            _sift_down(heap, size, 0, ls)
+        lo = start
+        hi = e - 1
+        while lo < hi:  # columns in ascending order
+            tc = cols[lo]; cols[lo] = cols[hi]; cols[hi] = tc
+            tv = vals[lo]; vals[lo] = vals[hi]; vals[hi] = tv
+            lo += 1
+            hi -= 1
+        fill = missing
+        if e - start < k and nb:
+            if not _lookup_in(bs, nb, key, &fill):
+                fill = 0
+        base[m] = fill if e - start < k else 0
+        m += 1
+    ptr[m] = e
+    free(heap)
+    return m
+
+
+cdef cnp.ndarray _frozen(cnp.ndarray a):
+    a.setflags(write=False)
+    return a
+
+
+@cython.final
+cdef class Aligned:
+    """Several states lined up key by key, stored sparsely (memory and work linear in
+    the entries the states hold, not keys × states).
+
+    ``keys`` (an entry array, event 0) is the union of the states' keys.  For key
+    ``i``, the states holding an entry for it are ``cols[ptr[i]:ptr[i+1]]``
+    (ascending) with their events in ``vals`` (0 for a tombstone); every other
+    state has ``base[i]`` (the key's event under the states, or ``missing``; 0
+    where every state holds the key).  ``k``: the number of states.  The arrays
+    are read-only.
+    """
+    cdef readonly object keys
+    cdef readonly object base
+    cdef readonly object ptr
+    cdef readonly object cols
+    cdef readonly object vals
+    cdef readonly Py_ssize_t k
+    cdef Py_ssize_t _m
+    cdef const cnp.npy_intp* _ptr
+    cdef const cnp.npy_intp* _cols
+    cdef const uint64_t* _vals
+    cdef const uint64_t* _base
+
+    def __init__(self, keys, base, ptr, cols, vals, Py_ssize_t k):
+        cdef cnp.ndarray ka = _entries(keys)
+        cdef cnp.ndarray ba = np.array(base, dtype=np.uint64)
+        cdef cnp.ndarray pa = np.array(ptr, dtype=np.intp)
+        cdef cnp.ndarray ca = np.array(cols, dtype=np.intp)
+        cdef cnp.ndarray va = np.array(vals, dtype=np.uint64)
+        cdef Py_ssize_t m = ka.shape[0], i, p
+        if k < 0 or ba.ndim != 1 or pa.ndim != 1 or ca.ndim != 1 or va.ndim != 1:
+            raise ValueError("Aligned takes 1-d arrays and k >= 0")
+        if ba.shape[0] != m or pa.shape[0] != m + 1 or ca.shape[0] != va.shape[0]:
+            raise ValueError("Aligned: base has one value per key, ptr one more, cols and vals as many as each other")
+        cdef const cnp.npy_intp* pp = <const cnp.npy_intp*>cnp.PyArray_DATA(pa)
+        cdef const cnp.npy_intp* cp = <const cnp.npy_intp*>cnp.PyArray_DATA(ca)
+        if pp[0] != 0 or pp[m] != ca.shape[0]:
+            raise ValueError("Aligned: ptr must run from 0 to len(cols)")
+        for i in range(m):
+            if pp[i + 1] < pp[i] or pp[i + 1] - pp[i] > k:
+                raise ValueError(f"Aligned: row {i} has {pp[i + 1] - pp[i]} entries (k = {k})")
+            for p in range(pp[i], pp[i + 1]):
+                if cp[p] < 0 or cp[p] >= k or (p > pp[i] and cp[p] <= cp[p - 1]):
+                    raise ValueError(f"Aligned: the columns of row {i} must be ascending and below k")
+        self._set(ka.copy(), ba, pa, ca, va, k)
+
+    cdef _set(self, cnp.ndarray keys, cnp.ndarray base, cnp.ndarray ptr, cnp.ndarray cols,
+              cnp.ndarray vals, Py_ssize_t k):
+        """Take fresh (or already read-only) arrays of the right types, and freeze them."""
+        self.keys = _frozen(keys)
+        self.base = _frozen(base)
+        self.ptr = _frozen(ptr)
+        self.cols = _frozen(cols)
+        self.vals = _frozen(vals)
+        self.k = k
+        self._m = keys.shape[0]
+        self._ptr = <const cnp.npy_intp*>cnp.PyArray_DATA(ptr)
+        self._cols = <const cnp.npy_intp*>cnp.PyArray_DATA(cols)
+        self._vals = <const uint64_t*>cnp.PyArray_DATA(vals)
+        self._base = <const uint64_t*>cnp.PyArray_DATA(base)
+
+    def __len__(self):
+        return self._m
+
+    def __repr__(self):
+        return f"<Aligned: {self._m} keys, {self.k} states, {len(self.vals)} entries>"
+
+    cdef inline uint64_t _at(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+        cdef Py_ssize_t lo = self._ptr[i], hi = self._ptr[i + 1], mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self._cols[mid] < j:
+                lo = mid + 1
+            elif self._cols[mid] > j:
+                hi = mid
+            else:
+                return self._vals[mid]
+        return self._base[i]
+
+    cdef Py_ssize_t _row(self, Py_ssize_t i) except -1:
+        if i < 0:
+            i += self._m
+        if i < 0 or i >= self._m:
+            raise IndexError(f"key {i} out of range ({self._m} keys)")
+        return i
+
+    def value(self, Py_ssize_t i, Py_ssize_t j):
+        """The event of key ``i`` in state ``j``."""
+        i = self._row(i)
+        if j < 0 or j >= self.k:
+            raise IndexError(f"state {j} out of range ({self.k} states)")
+        return self._at(i, j)
+
+    def row(self, Py_ssize_t i):
+        """The events of key ``i`` in every state, as a list (k long: for small k)."""
+        i = self._row(i)
+        cdef list out = [self._base[i]] * self.k
+        cdef Py_ssize_t p
+        for p in range(self._ptr[i], self._ptr[i + 1]):
+            out[self._cols[p]] = self._vals[p]
+        return out
+
+    def holders(self, Py_ssize_t i):
+        """Key ``i`` as ``(cols, vals, base)``: the states holding an entry and
+        their events, and the event of every other state (None when there is none)."""
+        i = self._row(i)
+        cdef Py_ssize_t lo = self._ptr[i], hi = self._ptr[i + 1]
+        rest = self._base[i] if hi - lo < self.k else None
+        return self.cols[lo:hi].tolist(), self.vals[lo:hi].tolist(), rest
+
+    def candidates(self, Py_ssize_t i):
+        """The distinct events (not 0) of key ``i`` across the states, ascending."""
+        i = self._row(i)
+        cdef Py_ssize_t lo = self._ptr[i], hi = self._ptr[i + 1], p
+        cdef set out = set()
+        for p in range(lo, hi):
+            if self._vals[p]:
+                out.add(self._vals[p])
+        if hi - lo < self.k and self._base[i]:
+            out.add(self._base[i])
+        return sorted(out)
+
+    def column(self, Py_ssize_t j):
+        """State ``j``'s event for every key (a uint64 array)."""
+        if j < 0 or j >= self.k:
+            raise IndexError(f"state {j} out of range ({self.k} states)")
+        cdef Py_ssize_t m = self._m, i
+        out = np.empty(m, dtype=np.uint64)
+        cdef uint64_t[::1] o = out
+        with nogil:
+            for i in range(m):
+                o[i] = self._at(i, j)
+        return out
+
+    def dense(self):
+        """The keys × states array of events (memory k times the keys: for small k)."""
+        cdef Py_ssize_t m = self._m, k = self.k, i, p
+        out = np.empty((m, k), dtype=np.uint64)
+        cdef uint64_t[:, ::1] o = out
+        with nogil:
+            for i in range(m):
+                for p in range(k):
+                    o[i, p] = self._base[i]
+                for p in range(self._ptr[i], self._ptr[i + 1]):
+                    o[i, self._cols[p]] = self._vals[p]
+        return out
+
+    def split(self):
+        """``(result, agree, conflicted)``: ``agree[i]`` when every state holds the
+        same event for key ``i``, which is then ``result[i]`` (else 0); ``conflicted``:
+        the indices of the other keys.
+
+        >>> import numpy as np
+        >>> a = align_sparse([np.array([(1, 1, 5), (2, 1, 5)], dtype=ENTRY_DTYPE),
+        ...                   np.array([(1, 1, 5), (2, 1, 6)], dtype=ENTRY_DTYPE)])
+        >>> r, g, c = a.split()
+        >>> r.tolist(), g.tolist(), c.tolist()
+        ([5, 0], [True, False], [1])
+        """
+        cdef Py_ssize_t m = self._m, k = self.k, i, p, nc = 0, lo, hi
+        cdef cnp.ndarray result = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&m, cnp.NPY_UINT64, 0)
+        cdef cnp.ndarray agree = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&m, cnp.NPY_BOOL, 0)
+        cdef uint64_t* r = <uint64_t*>cnp.PyArray_DATA(result)
+        cdef cnp.npy_bool* a = <cnp.npy_bool*>cnp.PyArray_DATA(agree)
+        cdef uint64_t first
+        with nogil:
+            for i in range(m):
+                lo = self._ptr[i]
+                hi = self._ptr[i + 1]
+                if hi - lo < k:
+                    first = self._base[i]
+                elif hi > lo:
+                    first = self._vals[lo]
+                else:
+                    first = 0  # k == 0
+                a[i] = True
+                for p in range(lo, hi):
+                    if self._vals[p] != first:
+                        a[i] = False
+                        break
+                if a[i]:
+                    r[i] = first
+                else:
+                    nc += 1
+        cdef cnp.ndarray conflicted = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&nc, cnp.NPY_INTP, 0)
+        cdef cnp.npy_intp* c = <cnp.npy_intp*>cnp.PyArray_DATA(conflicted)
+        p = 0
+        for i in range(m):
+            if not a[i]:
+                c[p] = i
+                p += 1
+        return result, agree, conflicted
+
+    def delta(self, result):
+        """The state ``j`` closest to ``result`` (an event per key) and the delta from
+        it: ``(j, delta)``.  ``j`` is the first state with the fewest keys whose event
+        differs from ``result``; ``delta`` holds those keys with their event from
+        ``result`` (in key order), or is None when there are none."""
+        cdef const uint64_t[::1] rv = np.ascontiguousarray(result, dtype=np.uint64)
+        cdef Py_ssize_t m = self._m, k = self.k, i, p, j, best = 0, nd = 0
+        cdef cnp.npy_intp c
+        if rv.shape[0] != m:
+            raise ValueError(f"result has {rv.shape[0]} events for {m} keys")
+        if k == 0:
+            return 0, None
+        cost_arr = np.zeros(k, dtype=np.intp)
+        cdef cnp.npy_intp[::1] cost = cost_arr
+        cdef cnp.npy_intp off = 0
+        with nogil:
+            # State j differs at key i where it holds an entry other than result[i],
+            # or holds none and base[i] is not result[i].
+            for i in range(m):
+                if self._ptr[i + 1] - self._ptr[i] < k and self._base[i] != rv[i]:
+                    off += 1
+                    for p in range(self._ptr[i], self._ptr[i + 1]):
+                        cost[self._cols[p]] -= 1
+                for p in range(self._ptr[i], self._ptr[i + 1]):
+                    if self._vals[p] != rv[i]:
+                        cost[self._cols[p]] += 1
+            for j in range(k):
+                if cost[j] < cost[best]:
+                    best = j
+        nd = cost[best] + off
+        if nd <= 0:
+            return best, None
+        cdef cnp.ndarray out = _empty(nd)
+        cdef Entry* o = <Entry*>cnp.PyArray_DATA(out)
+        cdef const Entry* kp = <const Entry*>cnp.PyArray_DATA(self.keys)
+        j = 0
+        with nogil:
+            for i in range(m):
+                if self._at(i, best) != rv[i]:
+                    o[j].type = kp[i].type
+                    o[j].state_key = kp[i].state_key
+                    o[j].event = rv[i]
+                    j += 1
+        return best, out
+
+    def with_keys(self, keys, base):
+        """These states with more keys that none of them holds (``keys``: an entry
+        array, none of them here; ``base``: their events under the states), in key order."""
+        cdef cnp.ndarray ek = _entries(keys)
+        eb = np.ascontiguousarray(base, dtype=np.uint64)
+        if eb.shape != (ek.shape[0],):
+            raise ValueError("with_keys: one base event per key")
+        allk = np.concatenate([self.keys, ek])
+        order = np.lexsort((allk["state_key"], allk["type"]))
+        counts = np.concatenate([np.diff(self.ptr), np.zeros(len(ek), dtype=np.intp)])[order]
+        ptr = np.zeros(len(order) + 1, dtype=np.intp)
+        np.cumsum(counts, out=ptr[1:])
+        # The old keys keep their relative order, so cols and vals stay as they are.
+        cdef Aligned out = Aligned.__new__(Aligned)
+        out._set(allk[order], np.concatenate([self.base, eb])[order], ptr, self.cols, self.vals, self.k)
+        return out
+
+
+def align_sparse(states, uint64_t missing=0, base=None):
+    """Line up several sorted states key by key: an :class:`Aligned`.
+
+    Each state is an entry array (a tombstone entry gives 0).  Where a state has
+    no entry for a key it has ``missing``, or with ``base`` (a list of layers
+    under every state) the key's event in the overlaid base, 0 when it has none.
+    The work is the sum of the states' lengths times log(states).
+    """
+    cdef list arrays = list(states)
+    cdef list base_arrays = list(base) if base is not None else []
+    cdef list views = []
+    cdef Py_ssize_t k = len(arrays), nb = len(base_arrays), m, total = 0, j
+    cdef Layer* ls = NULL
+    cdef Layer* bs = NULL
+    cdef Entry* ko
+    cdef uint64_t* bo
+    cdef uint64_t* vo
+    cdef cnp.npy_intp* po
+    cdef cnp.npy_intp* co
+    try:
+        if k:
+            ls = _layers(arrays, views)
+        if nb:
+            bs = _layers(base_arrays, views)
+        for j in range(k):
+            total += ls[j].n
+        keys = _empty(total)
+        base_v = np.empty(total, dtype=np.uint64)
+        ptr = np.empty(total + 1, dtype=np.intp)
+        cols = np.empty(total, dtype=np.intp)
+        vals = np.empty(total, dtype=np.uint64)
+        ko = <Entry*>cnp.PyArray_DATA(keys)
+        bo = <uint64_t*>cnp.PyArray_DATA(base_v)
+        po = <cnp.npy_intp*>cnp.PyArray_DATA(ptr)
+        co = <cnp.npy_intp*>cnp.PyArray_DATA(cols)
+        vo = <uint64_t*>cnp.PyArray_DATA(vals)
+        with nogil:
+            m = _align(ls, k, bs, nb, missing, ko, bo, po, co, vo)
+        if m < 0:
+            raise MemoryError()
+    finally:
+        free(ls)
+        free(bs)
+    if m < total:
+        keys, base_v, ptr = keys[:m].copy(), base_v[:m].copy(), ptr[:m + 1].copy()
+    cdef Aligned out = Aligned.__new__(Aligned)
+    out._set(keys, base_v, ptr, cols, vals, k)
+    return out
+
+
 def align(states, uint64_t missing=0, base=None):
-    """Line up several sorted states key by key.
+    """Line up several sorted states key by key, densely (for a few states).
 
     Returns ``(keys, values)``: ``keys`` is an entry array of the union of keys
     (event 0), ``values[i, j]`` the event NID of key ``i`` in state ``j``, or
     where state ``j`` has no entry for the key (a tombstone entry gives 0):
     ``missing``, or with ``base`` (a list of layers under every state) the
-    key's event in the overlaid base, 0 when it has none.
+    key's event in the overlaid base, 0 when it has none.  Memory: keys × states;
+    :func:`align_sparse` is linear.
     """
-    cdef list arrays = list(states)
-    cdef list base_arrays = list(base) if base is not None else []
-    cdef list views = []
-    cdef Py_ssize_t k = len(arrays), nb = len(base_arrays), m, i, j
-    cdef uint64_t key = 0, fill
-    cdef bint filled
-    cdef Layer* ls = _layers(arrays, views)
-    cdef Layer* bs = NULL
-    cdef Entry* ko
-    cdef uint64_t* vo
-    try:
-        if nb:
-            bs = _layers(base_arrays, views)
-        with nogil:
-            m = _union_size(ls, k)
-        keys = _empty(m)
-        values = np.empty((m, max(k, 1)), dtype=np.uint64)
-        ko = <Entry*>cnp.PyArray_DATA(keys)
-        vo = <uint64_t*>cnp.PyArray_DATA(values)
-        with nogil:
-            for i in range(m):
-                _min_key(ls, k, &key)  # m keys are left: always True
-                ko[i].type = <uint32_t>(key >> 32)
-                ko[i].state_key = <uint32_t>(key & 0xFFFFFFFFu)
-                ko[i].event = 0
-                filled = False
-                fill = missing
-                for j in range(k):
-                    if ls[j].pos < ls[j].n and key_of(&ls[j].data[ls[j].pos]) == key:
-                        vo[i * k + j] = ls[j].data[ls[j].pos].event
-                        ls[j].pos += 1
-                    else:
-                        if nb and not filled:
-                            if not _lookup_in(bs, nb, key, &fill):
-                                fill = 0
-                            filled = True
-                        vo[i * k + j] = fill
-    finally:
-        free(ls)
-        free(bs)
-    return keys, values[:, :k]
+    a = align_sparse(states, missing, base)
+    return a.keys, a.dense()
 
 
 # ---------------------------------------------------------------------------

@@ -5,18 +5,14 @@
 * :func:`uvarint`: one varint (an ID map's value);
 * :func:`chain_link` and :class:`Components`: the record and parts of a chain snapshot
   (see :mod:`roomstate.snapshots`);
-* :func:`merge_split` and :func:`merge_delta`: the two steps of merging the states
-  before an event with several prevs.
 
 The bytes they produce are exactly those of the general functions they stand
 for (``_core.pack_uvarints`` + ``_core.pack_entries``); the tests compare them.
 Event records and event IDs are :mod:`roomstate._records`.
 
-The GIL: every kernel here holds it.  Most handle one event and make Python
-objects (bytes, tuples, a numpy array); the merge kernels loop over a
-keys × states table, but only over the keys of one merge, which the GIL-free
-``_core.align`` has already lined up: a release and reacquire would cost about
-as much as the loop.
+The GIL: every kernel here holds it.  Each handles one event and makes Python
+objects (bytes, tuples, a numpy array).  The steps of a merge are
+``_core.Aligned``'s.
 
 >>> uvarint(300) == bytes([0xAC, 0x02])
 True
@@ -133,89 +129,3 @@ cdef class Components:
         c.weight = weight
         c.ids = _extended(self.ids, nid * 2 + 1)
         return c
-
-
-# ---------------------------------------------------------------------------
-# merging the states before an event with several prevs (see StateStore._merge)
-
-cdef inline bint _is_entries(cnp.ndarray a):
-    return cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(a) and a.dtype == ENTRY_DTYPE
-
-
-def merge_split(const uint64_t[:, :] vals):
-    """For ``vals`` (keys × states, event NIDs): ``(result, agree, conflicted)``.
-
-    ``agree[i]``: every state holds the same event for key ``i``, which is then
-    ``result[i]`` (else 0); ``conflicted``: the indices of the other keys.
-
-    >>> import numpy as np
-    >>> r, a, c = merge_split(np.array([[5, 5], [5, 6], [0, 0]], dtype=np.uint64))
-    >>> r.tolist(), a.tolist(), c.tolist()
-    ([5, 0, 0], [True, False, True], [1])
-    """
-    cdef Py_ssize_t n = vals.shape[0], k = vals.shape[1], i, j, nc = 0
-    cdef cnp.ndarray result = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n, cnp.NPY_UINT64, 0)
-    cdef cnp.ndarray agree = cnp.PyArray_ZEROS(1, <cnp.npy_intp*>&n, cnp.NPY_BOOL, 0)
-    cdef uint64_t* r = <uint64_t*>cnp.PyArray_DATA(result)
-    cdef cnp.npy_bool* a = <cnp.npy_bool*>cnp.PyArray_DATA(agree)
-    cdef uint64_t first
-    for i in range(n):
-        first = vals[i, 0] if k else 0
-        a[i] = True
-        for j in range(1, k):
-            if vals[i, j] != first:
-                a[i] = False
-                break
-        if a[i]:
-            r[i] = first
-        else:
-            nc += 1
-    cdef cnp.ndarray conflicted = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&nc, cnp.NPY_INTP, 0)
-    cdef cnp.npy_intp* c = <cnp.npy_intp*>cnp.PyArray_DATA(conflicted)
-    j = 0
-    for i in range(n):
-        if not a[i]:
-            c[j] = i
-            j += 1
-    return result, agree, conflicted
-
-
-def merge_delta(keys, const uint64_t[:, :] vals, const uint64_t[::1] result):
-    """The state ``j`` closest to ``result`` and the delta from it: ``(j, delta)``.
-
-    ``j`` is the first column of ``vals`` (keys × states) with the fewest keys
-    whose event differs from ``result``; ``delta`` holds those keys with their
-    event from ``result`` (sorted as ``keys``), or is None when there are none.
-
-    >>> import numpy as np
-    >>> keys = np.array([(1, 1, 0), (5, 2, 0)], dtype=ENTRY_DTYPE)
-    >>> j, d = merge_delta(keys, np.array([[7, 6], [8, 9]], dtype=np.uint64), np.array([7, 9], dtype=np.uint64))
-    >>> j, d.tolist()
-    (0, [(5, 2, 9)])
-    """
-    cdef cnp.ndarray ka = <cnp.ndarray?>keys
-    if not _is_entries(ka):
-        raise TypeError("keys must be a 1-d, C-contiguous entry array")
-    cdef Py_ssize_t n = vals.shape[0], k = vals.shape[1], i, j, best = 0, cost, best_cost = -1
-    if ka.shape[0] != n or result.shape[0] != n:
-        raise ValueError("keys, vals and result must have one row per key")
-    for j in range(k):
-        cost = 0
-        for i in range(n):
-            if vals[i, j] != result[i]:
-                cost += 1
-        if best_cost < 0 or cost < best_cost:
-            best, best_cost = j, cost
-    if best_cost <= 0:
-        return best, None
-    cdef cnp.ndarray delta = rs_new_array(ENTRY_DTYPE, best_cost)
-    cdef const Entry* src = <const Entry*>cnp.PyArray_DATA(ka)
-    cdef Entry* out = <Entry*>cnp.PyArray_DATA(delta)
-    j = 0
-    for i in range(n):
-        if vals[i, best] != result[i]:
-            out[j].type = src[i].type
-            out[j].state_key = src[i].state_key
-            out[j].event = result[i]
-            j += 1
-    return best, delta

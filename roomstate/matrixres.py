@@ -9,7 +9,10 @@ otherwise read the whole state as strings:
   stored layers plus the agreed rows, read key by key (:class:`_TxState`), never
   copied;
 - the auth difference is computed on NIDs from the stored auth events
-  (:func:`auth_difference_nids`);
+  (:func:`auth_difference_nids`); the auth chains of the unconflicted events are kept
+  from one merge to the next of a room within a write transaction (:class:`AuthClosure`,
+  changed by what the unconflicted state gained and lost), so consecutive merges do
+  not each walk the whole state's auth chains;
 - events are read as the authorization rules read them (the record's fields and
   stored extras) only when a step needs them.
 
@@ -30,7 +33,7 @@ from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, STATE_KEY, TYPE
 from .matrix import stateres
 from .matrix.versions import room_version as version_record
 
-__all__ = ["MatrixResolution", "auth_difference_nids"]
+__all__ = ["AuthClosure", "MatrixResolution", "auth_difference_nids"]
 
 
 class _TxState(Mapping):
@@ -88,17 +91,88 @@ class _TxState(Mapping):
         return self._len
 
 
-def auth_difference_nids(auth_of, member, full, unconflicted_nids):
+def auth_difference_nids(auth_of, member, full, unconflicted_nids=(), everywhere=None):
     """The auth difference (rooms v2, "Definitions") on NIDs: the walks of
     :func:`roomstate.matrix.stateres.chain_masks` (shared with the reference
     :func:`~roomstate.matrix.stateres.auth_difference`) over the stored auth events.
 
     ``auth_of(nid)``: the NIDs of an event's auth events; ``member``: each event at a
     conflicted key -> the bit mask of the state sets holding it; ``full``: the mask of
-    every set; ``unconflicted_nids``: the events every set holds.
+    every set; ``unconflicted_nids``: the events every set holds, or ``everywhere``:
+    their auth chains, already known (an :class:`AuthClosure`'s ``count``).
     """
-    chain, _ = stateres.chain_masks(auth_of, member, unconflicted_nids)
+    chain, _ = stateres.chain_masks(auth_of, member, unconflicted_nids, everywhere)
     return {nid for nid, m in chain.items() if m != full}
+
+
+class AuthClosure:
+    """The auth chains of a state's events, kept by reference counts as the state changes.
+
+    ``count[x]`` is the number of the state's events that cite ``x`` as an auth event,
+    plus the number of events in the closure that do; ``x`` is in the closure (some
+    event of the state reaches it by auth events) exactly when it has a count.  The
+    auth events form a DAG (an event's auth events are stored before it), so counts
+    that fall to zero take their events out, and theirs in turn, exactly.
+
+    :meth:`update` moves the closure to another state: its work is what the two
+    states' auth chains differ by (plus a diff of the two entry arrays), not the state.
+
+    >>> edges = {1: (), 2: (1,), 3: (1, 2), 4: (1, 3)}
+    >>> c = AuthClosure()
+    >>> import numpy as np
+    >>> from roomstate.blocks import entries_from
+    >>> c.update(edges.__getitem__, entries_from([(1, 1, 3)]))
+    >>> sorted(c.count)
+    [1, 2]
+    >>> c.update(edges.__getitem__, entries_from([(1, 1, 4)]))
+    >>> sorted(c.count), c.count[1]
+    ([1, 2, 3], 3)
+    >>> c.update(edges.__getitem__, entries_from([(1, 2, 2)]))
+    >>> sorted(c.count)
+    [1]
+    """
+
+    __slots__ = ("state", "count")
+
+    def __init__(self):
+        self.state = None  # the full state (an entry array) the counts are of
+        self.count = {}
+
+    def update(self, auth_of, state):
+        """Make the closure that of ``state``, a full sorted entry array (no tombstones)."""
+        if self.state is None:
+            added, removed = state["event"].tolist(), []
+        else:
+            a, r = _core.diff(self.state, state)
+            added, removed = a["event"].tolist(), r["event"].tolist()
+        count = self.count
+        stack = []
+        for u in added:  # gains first, so that shared ancestors do not leave and come back
+            stack.extend(auth_of(u))
+        while stack:
+            x = stack.pop()
+            c = count.get(x, 0)
+            count[x] = c + 1
+            if not c:
+                stack.extend(auth_of(x))
+        for u in removed:
+            stack.extend(auth_of(u))
+        while stack:
+            x = stack.pop()
+            c = count.get(x, 0) - 1
+            if c > 0:
+                count[x] = c
+            elif c == 0:
+                del count[x]
+                stack.extend(auth_of(x))
+            else:
+                raise damaged("events", x, "an auth event's references do not add up (auth events changed)")
+        self.state = state
+
+
+#: How many rooms' auth closures a write transaction keeps (each about the size of the
+#: room's state).
+CLOSURES = 8
 
 
 class MatrixResolution:
@@ -110,23 +184,26 @@ class MatrixResolution:
         self.checker = AuthChecker(tables)
         self.edges = tables.auth_edges
 
-    def __call__(self, tx, room_id, prefix, keys, vals, agree, result, rows):
-        """Decide the conflicted ``rows`` of a merge (``vals``: keys × state sets, event
-        NIDs, 0 absent): sets ``result`` for them, and returns the keys the resolution
-        adds that no state set held, as ``(type, state_key, event)`` NIDs."""
+    def __call__(self, tx, room_id, prefix, al, agree, result, rows):
+        """Decide the conflicted ``rows`` of a merge (``al``: a
+        :class:`roomstate._core.Aligned`, keys × state sets, event NIDs, 0 absent):
+        sets ``result`` for them, and returns the keys the resolution adds that no
+        state set held, as ``(type, state_key, event)`` NIDs."""
         ids, events = self.ids, self.events
+        keys = al.keys
         graph = _Graph(self, tx)
-        rv = self._room_version(tx, room_id, prefix, keys, vals, graph)
-        k = vals.shape[1]
+        rv = self._room_version(tx, room_id, prefix, al, graph)
+        k = al.k
+        full = (1 << k) - 1
         single = np.zeros(len(keys), dtype=bool)
         if rv.state_res == "v1":
             # v1: a key missing from some states with one event in the others is not a
             # conflict ("different event IDs for the same key").
             for i in rows.tolist():
-                present = set(vals[i].tolist()) - {0}
+                present = al.candidates(i)
                 if len(present) == 1:
                     single[i] = True
-                    result[i] = present.pop()
+                    result[i] = present[0]
             rows = rows[~single[rows]]
             if not len(rows):
                 return []
@@ -135,25 +212,28 @@ class MatrixResolution:
         layers = prefix + [frozen(base)]
         unconflicted = _TxState(ids, events, tx, layers)
         conflicted = {}
-        member = {}
+        member = {}  # event -> the mask of the state sets holding it (ints of k bits)
         rows_of_key = {}
         tnames = ids.names(tx, TYPE, keys["type"][rows])
         knames = ids.names(tx, STATE_KEY, keys["state_key"][rows])
         for i, key in zip(rows.tolist(), zip(tnames, knames)):
             rows_of_key[key] = i
-            cands = set()
-            for j, nid in enumerate(vals[i].tolist()):
+            cols, vals, rest = al.holders(i)
+            held = 0
+            for j, nid in zip(cols, vals):
+                held |= 1 << j
                 if nid:
                     member[nid] = member.get(nid, 0) | (1 << j)
-                    cands.add(nid)
-            conflicted[key] = {graph.event_id(n) for n in cands}
+            if rest:  # the states without an entry of their own hold the base event
+                member[rest] = member.get(rest, 0) | (full & ~held)
+            conflicted[key] = {graph.event_id(n) for n in al.candidates(i)}
         if rv.state_res == "v1":
             decided = stateres.resolve_v1_conflicts(rv, unconflicted, conflicted, graph)
         else:
             def difference(_state_sets):
-                state = _core.overlay(layers)
-                u = state["event"][state["event"] != 0].tolist()
-                diff = auth_difference_nids(graph.auth_nids, member, (1 << k) - 1, u)
+                closure = self._closure(tx, room_id)
+                closure.update(graph.auth_nids, _core.overlay(layers))
+                diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
                 return {graph.event_id(n) for n in diff}
 
             decided = stateres.resolve_v2_conflicts(
@@ -173,11 +253,24 @@ class MatrixResolution:
             result[i] = 0
         return extra
 
-    def _room_version(self, tx, room_id, prefix, keys, vals, graph):
+    @staticmethod
+    def _closure(tx, room_id):
+        """The room's :class:`AuthClosure` in this transaction (dropped with the
+        transaction's caches when a nested transaction aborts, as NIDs may then be
+        given again)."""
+        kept = tx.pending.get("auth:closures")
+        if kept is None or (room_id not in kept and len(kept) >= CLOSURES):
+            kept = tx.pending["auth:closures"] = {}
+        c = kept.get(room_id)
+        if c is None:
+            c = kept[room_id] = AuthClosure()
+        return c
+
+    def _room_version(self, tx, room_id, prefix, al, graph):
         """The room version its create event names: the create event every state set holds."""
-        i = _core.find(keys, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID) if len(keys) else -1
+        i = _core.find(al.keys, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID) if len(al) else -1
         if i >= 0:
-            creates = set(vals[i].tolist()) - {0}
+            creates = set(al.candidates(i))
             if len(creates) > 1:
                 raise InvalidEventError(
                     "prev_events", f"the states to merge in room {room_id!r} hold different create events"

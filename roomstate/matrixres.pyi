@@ -10,13 +10,21 @@ from .ids import CREATE_TYPE_NID as CREATE_TYPE_NID, EMPTY_STATE_KEY_NID as EMPT
 from .matrix import stateres as stateres
 from _typeshed import Incomplete
 
-__all__ = ["MatrixResolution", "auth_difference_nids"]
+__all__ = ["AuthClosure", "MatrixResolution", "auth_difference_nids"]
 
-def auth_difference_nids(auth_of, member: dict, full: int, unconflicted_nids) -> set: ...
+def auth_difference_nids(auth_of, member: dict, full: int, unconflicted_nids=..., everywhere=...) -> set: ...
+
+class AuthClosure:
+    state: Incomplete
+    count: dict
+    def __init__(self) -> None: ...
+    def update(self, auth_of, state) -> None: ...
+
+CLOSURES: int
 
 class MatrixResolution:
     ids: Incomplete
     events: Incomplete
     checker: AuthChecker
     def __init__(self, tables) -> None: ...
-    def __call__(self, tx, room_id, prefix, keys, vals, agree, result, rows) -> list: ...
+    def __call__(self, tx, room_id, prefix, al: _core.Aligned, agree, result, rows) -> list: ...

@@ -1,9 +1,11 @@
 """Merging forks: the state before an event with several prevs.
 
 The states after the prevs are lined up over the keys where they may differ
-(:meth:`roomstate.snapshots.SnapshotStore.aligned`), split into agreed and
-conflicted keys (``merge_split``), the conflicted ones resolved, and the
-result stored as a delta against the closest input (``merge_delta``).
+(:meth:`roomstate.snapshots.SnapshotStore.aligned`, a sparse
+:class:`roomstate._core.Aligned`: memory linear in the entries the states
+differ by, however many states), split into agreed and conflicted keys
+(``Aligned.split``), the conflicted ones resolved, and the result stored as a
+delta against the closest input (``Aligned.delta``).
 
 A resolver is a :class:`roomstate.resolvers.Resolver`: a string-level
 function of a :class:`~roomstate.resolvers.ResolverContext`, and optionally a
@@ -14,7 +16,6 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from ._write import merge_delta, merge_split
 from .blocks import entries_from, frozen
 from ._records import PLACEHOLDER
 from .errors import InvalidEventError, MissingEventError
@@ -61,10 +62,10 @@ class Merger:
         snaps = list(dict.fromkeys(snaps))
         if len(snaps) == 1:
             return snaps[0]
-        prefix, keys, vals, result = self._merge(tx, room_id, snaps, resolver)
-        if len(keys) == 0:
+        prefix, al, result = self._merge(tx, room_id, snaps, resolver)
+        if len(al) == 0:
             return snaps[0]
-        j, delta = merge_delta(keys, vals, result)
+        j, delta = al.delta(result)
         if delta is None:
             return snaps[j]
         return self.snaps.derive(tx, snaps[j], delta, indexed=True)
@@ -74,8 +75,8 @@ class Merger:
         snaps = list(dict.fromkeys(snaps))
         if len(snaps) == 1:
             return self.snaps.state(tx, snaps[0])
-        prefix, keys, vals, result = self._merge(tx, room_id, snaps, resolver)
-        delta = keys.copy()
+        prefix, al, result = self._merge(tx, room_id, snaps, resolver)
+        delta = al.keys.copy()
         delta["event"] = result
         return frozen(_core.overlay(prefix + [delta]))
 
@@ -87,10 +88,9 @@ class Merger:
         arrays = [self._entries_of(tx, room, room_id, s, i) for i, s in enumerate(state_sets)]
         if not arrays:
             return frozen(entries_from(()))
-        keys, vals = _core.align(arrays)
         loaders = [lambda a=a: a for a in arrays]
-        keys, vals, result = self.decide(tx, room_id, loaders, [], keys, vals, resolver)
-        out = keys.copy()
+        al, result = self.decide(tx, room_id, loaders, [], _core.align_sparse(arrays), resolver)
+        out = al.keys.copy()
         out["event"] = result
         return frozen(out[result != 0])
 
@@ -122,50 +122,53 @@ class Merger:
         return frozen(entries_from(rows))
 
     def _merge(self, tx, room_id, snaps, resolver):
-        prefix, keys, vals = self.snaps.aligned(tx, snaps)
+        prefix, al = self.snaps.aligned(tx, snaps)
         reader = self.reader
         loaders = [lambda s=s: reader.snapshot_state(s) for s in snaps]
-        keys, vals, result = self.decide(tx, room_id, loaders, prefix, keys, vals, resolver)
-        return prefix, keys, vals, result
+        al, result = self.decide(tx, room_id, loaders, prefix, al, resolver)
+        return prefix, al, result
 
-    def decide(self, tx, room_id, loaders, prefix, keys, vals, resolver):
-        """The merged value of each key of ``keys`` (``vals``: their events in each
-        state, over the layers ``prefix`` every state shares; ``loaders``: a function
-        per state giving its entries, for a string-level resolver's context).
+    def decide(self, tx, room_id, loaders, prefix, al, resolver):
+        """The merged value of each key of ``al`` (an :class:`~roomstate._core.Aligned`:
+        the keys' events in each state, over the layers ``prefix`` every state shares;
+        ``loaders``: a function per state giving its entries, for a string-level
+        resolver's context).
 
-        Returns ``(keys, vals, result)``: a resolver may add keys no state held."""
-        result, agree, conflicted_rows = merge_split(vals)
+        Returns ``(al, result)``: a resolver may add keys no state held."""
+        result, agree, conflicted_rows = al.split()
         if len(conflicted_rows):
             if resolver.in_store:
                 if self._matrix is None:
                     self._matrix = MatrixResolution(self.tables)
-                extra = self._matrix(tx, room_id, prefix, keys, vals, agree, result, conflicted_rows)
+                extra = self._matrix(tx, room_id, prefix, al, agree, result, conflicted_rows)
                 if extra:
-                    keys, vals, result = with_keys(prefix, keys, vals, result, extra)
+                    al, result = with_keys(prefix, al, result, extra)
             elif resolver.on_nids is not None:
-                resolver.on_nids(_EventsAt(self.events, tx), vals, conflicted_rows, result)
+                resolver.on_nids(_EventsAt(self.events, tx), al, conflicted_rows, result)
             else:
-                keys, vals, result = self._resolve(
-                    tx, room_id, loaders, prefix, keys, vals, agree, result, conflicted_rows, resolver.on_strings
+                al, result = self._resolve(
+                    tx, room_id, loaders, prefix, al, agree, result, conflicted_rows, resolver.on_strings
                 )
-        return keys, vals, result
+        return al, result
 
-    def _resolve(self, tx, room_id, loaders, prefix, keys, vals, agree, result, rows, resolver):
+    def _resolve(self, tx, room_id, loaders, prefix, al, agree, result, rows, resolver):
         """Ask a string-level resolver about the conflicted ``rows``; its answer decides them."""
         ids = self.ids
+        keys = al.keys
+        agreed = result.copy()  # the agreed rows' events (0 on the conflicted rows)
         ck = keys[rows]
-        cv = vals[rows]
         tnames = ids.names(tx, TYPE, ck["type"])
         knames = ids.names(tx, STATE_KEY, ck["state_key"])
-        uniq = np.unique(cv[cv != 0])
-        enames = dict(zip(uniq.tolist(), ids.names(tx, EVENT, uniq)))
+        cands = [al.candidates(i) for i in rows.tolist()]
+        uniq = sorted({e for c in cands for e in c})
+        enames = dict(zip(uniq, ids.names(tx, EVENT, np.array(uniq, dtype=np.uint64))))
         conflicted = {}
-        for i, key in enumerate(zip(tnames, knames)):
-            conflicted[key] = {enames[e] for e in cv[i].tolist() if e}
+        for key, c in zip(zip(tnames, knames), cands):
+            conflicted[key] = {enames[e] for e in c}
 
         def unconflicted():
             d = keys.copy()
-            d["event"] = np.where(agree, vals[:, 0] if len(keys) else 0, 0)
+            d["event"] = agreed
             return frozen(_core.overlay(prefix + [d]))
 
         reader = self.reader
@@ -199,8 +202,8 @@ class Merger:
             candidates = conflicted.get(key)
             if candidates is None:
                 # Not conflicted: the states agree on it (or none has it, below).
-                agreed = int(vals[i, 0]) if i is not None else int(_core.lookup_layers(prefix, tnid, knid) or 0)
-                candidates = {sid} if agreed == snid else set() if agreed else None
+                held = int(agreed[i]) if i is not None else int(_core.lookup_layers(prefix, tnid, knid) or 0)
+                candidates = {sid} if held == snid else set() if held else None
             if srec.rejected and not (candidates and sid in candidates):
                 # A state given with add_event(state_before=...) may hold a rejected event.
                 raise InvalidEventError("resolver", f"{name} returned {sid!r} for {key!r}: a rejected event")
@@ -219,17 +222,15 @@ class Merger:
             if i not in picked:
                 result[i] = 0
         if extra:
-            return with_keys(prefix, keys, vals, result, extra)
-        return keys, vals, result
+            return with_keys(prefix, al, result, extra)
+        return al, result
 
 
-def with_keys(prefix, keys, vals, result, extra):
-    """``keys``, ``vals`` and ``result`` with the keys of ``extra`` — ``(type, state_key,
-    event)`` NIDs, keys no state set held — added in key order."""
+def with_keys(prefix, al, result, extra):
+    """``al`` and ``result`` with the keys of ``extra`` — ``(type, state_key, event)``
+    NIDs, keys no state set held — added in key order."""
     ek = entries_from((t, k, 0) for t, k, _ in extra)
-    ev = _core.lookup_keys(prefix, ek)
-    keys = np.concatenate([keys, ek])
-    vals = np.concatenate([vals, np.repeat(ev[:, None], vals.shape[1], axis=1)])
+    keys = np.concatenate([al.keys, ek])
     result = np.concatenate([result, np.array([e for _, _, e in extra], dtype=np.uint64)])
     order = np.lexsort((keys["state_key"], keys["type"]))
-    return keys[order], vals[order], result[order]
+    return al.with_keys(ek, _core.lookup_keys(prefix, ek)), result[order]

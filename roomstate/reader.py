@@ -148,10 +148,17 @@ class Reader:
             out = []
             for nid, rec, prev_recs in sorted(merges, key=lambda m: m[0]):
                 afters = [r.after for r in prev_recs]
-                _, keys, vals = snaps.aligned(tx, afters + [rec.before])
+                _, al = snaps.aligned(tx, afters + [rec.before])
                 k = len(afters)
-                for i, row in enumerate(vals.tolist()):
-                    held, resolved = row[:k], row[k]
+                keys = al.keys
+                for i in range(len(al)):
+                    # Which events the prevs held (the resolved state is column k).
+                    cols, vals, rest = al.holders(i)
+                    last = bool(cols) and cols[-1] == k
+                    resolved = vals[-1] if last else rest
+                    held = set(vals[:-1] if last else vals)
+                    if len(cols) - last < k:
+                        held.add(rest)  # some prev holds no entry of its own: the base event
                     if resolved:
                         if resolved in held:
                             continue
@@ -160,13 +167,14 @@ class Reader:
                         continue
                     else:
                         kind = "dropped"
+                    held_list = al.row(i)[:k]
                     out.append(StateReset(
                         event_id=rec.event_id,
                         type=ids.name(tx, TYPE, int(keys["type"][i])),
                         state_key=ids.name(tx, STATE_KEY, int(keys["state_key"][i])),
                         kind=kind,
                         resolved=events.event_id(tx, resolved) if resolved else None,
-                        prev_state=[events.event_id(tx, e) if e else None for e in held],
+                        prev_state=[events.event_id(tx, e) if e else None for e in held_list],
                     ))
             return out
 
@@ -199,9 +207,10 @@ class Reader:
             sb = self.snapshot_at(tx, event_b, True)
             if sa == sb:
                 return StateDiff({}, {})
-            _, keys, vals = self.snaps.aligned(tx, [sa, sb])
+            _, al = self.snaps.aligned(tx, [sa, sb])
+            vals = np.stack([al.column(0), al.column(1)], axis=1)
             changed = vals[:, 0] != vals[:, 1]
-            keys, vals = keys[changed], vals[changed]
+            keys, vals = al.keys[changed], vals[changed]
             names = self.ids.names
             tn = names(tx, TYPE, keys["type"])
             kn = names(tx, STATE_KEY, keys["state_key"])

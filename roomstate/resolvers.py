@@ -54,14 +54,15 @@ def newest_event(ctx):
     return {key: max(candidates, key=lambda e: (depth(e), e)) for key, candidates in ctx.conflicted.items()}
 
 
-def newest_event_on_nids(events, vals, rows, result):
+def newest_event_on_nids(events, aligned, rows, result):
     """:func:`newest_event` on NIDs: event IDs are read only when two candidates share a depth.
 
-    ``vals[i]`` holds the candidates of row ``i`` (0: absent); ``result[i]`` is set for each of ``rows``.
+    ``aligned`` (a :class:`roomstate._core.Aligned`) holds the candidates of each row;
+    ``result[i]`` is set for each of ``rows``.
     """
     depth = events.depth
-    for i, row in zip(rows.tolist(), vals[rows].tolist()):
-        depths = {e: depth(e) for e in set(row) if e}  # one record read per candidate
+    for i in rows.tolist():
+        depths = {e: depth(e) for e in aligned.candidates(i)}  # one record read per candidate
         top = max(depths.values())
         tied = [e for e, d in depths.items() if d == top]
         result[i] = tied[0] if len(tied) == 1 else max(tied, key=events.event_id)

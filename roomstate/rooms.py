@@ -42,22 +42,36 @@ class RoomTable:
         self.sums = True  # values end with a checksum (Tables.set_format)
 
     def extremities(self, tx, room):
-        """The room's forward extremities (event NIDs), this transaction's changes included."""
+        """The room's forward extremities (event NIDs, a tuple), this transaction's changes included."""
         ex = tx.get("rooms", room) if tx.write else None
         if ex is None:
             raw = tx.txn.get(U64.pack(room), None, self.db)
             ex = decode_extremities(room, raw, self.sums) if raw is not None else ()
-        return ex
+        return tuple(ex)
 
-    def set_extremities(self, tx, room, extremities):
-        tx.put("rooms", room, extremities)
+    def replace_extremities(self, tx, room, removed, added):
+        """Take the NIDs ``removed`` out of the room's extremities and put ``added`` (a
+        NID, or 0 for none) last.  A write transaction keeps them as an ordered dict
+        changed in place, so the work is in ``removed``, not in the extremities (a
+        nested transaction's undo log copies it once)."""
+        ex = tx.get("rooms", room)
+        if ex is None:
+            ex = dict.fromkeys(self.extremities(tx, room))
+            tx.put("rooms", room, ex)
+        elif tx.undo is not None:
+            tx.save("rooms", room)
+        for nid in removed:
+            ex.pop(nid, None)
+        if added:
+            ex[added] = None
 
     def flush(self, tx):
         rooms = tx.pending.get("rooms")
         if rooms:
             for room, ex in rooms.items():
                 key = U64.pack(room)
-                tx.txn.put(key, seal(key, np.asarray(ex, dtype=EXTREMITIES_DTYPE).tobytes()), True, True, False, self.db)
+                value = np.fromiter(ex, dtype=EXTREMITIES_DTYPE, count=len(ex)).tobytes()
+                tx.txn.put(key, seal(key, value), True, True, False, self.db)
 
 
 class MetaTable:

@@ -287,11 +287,12 @@ class SnapshotStore:
     def aligned(self, tx, snaps):
         """Line up several snapshots over the keys where they may differ.
 
-        Returns ``(prefix, keys, values)``: ``prefix`` the parts all of them
-        share, ``keys`` every key set in any non-shared part, and
-        ``values[i, j]`` the event of ``keys[i]`` in snapshot ``j`` (0 when
-        absent).  Keys outside ``keys`` have the same value in every snapshot.
-        The work is proportional to the non-shared parts, not to the state.
+        Returns ``(prefix, aligned)``: ``prefix`` the parts all of them share,
+        and an :class:`roomstate._core.Aligned` over every key set in any
+        non-shared part (its ``value(i, j)``: the event of key ``i`` in snapshot
+        ``j``, 0 when absent).  Keys outside it have the same value in every
+        snapshot.  The work and memory are proportional to the non-shared parts,
+        not to the state nor to keys × snapshots.
         """
         comps = [self.components(tx, s) for s in snaps]
         first = comps[0].ids
@@ -304,8 +305,7 @@ class SnapshotStore:
             shared = i
         prefix = self.layers(tx, comps[0], 0, shared)
         tails = [self._overlaid(self.layers(tx, c, shared)) for c in comps]
-        keys, values = _core.align(tails, base=prefix)
-        return prefix, keys, values
+        return prefix, _core.align_sparse(tails, base=prefix)
 
     @staticmethod
     def _overlaid(layers):

@@ -96,7 +96,8 @@ cdef class Tx:
         if undo is None or (name, key) in undo:
             return
         old = self.pending.get(name, {}).get(key, _MISSING)
-        undo[(name, key)] = bytes(old) if isinstance(old, bytearray) else old
+        # Values changed in place (bytearrays; a room's extremities, a dict) are copied.
+        undo[(name, key)] = bytes(old) if isinstance(old, bytearray) else dict(old) if isinstance(old, dict) else old
 
     def rollback(self):
         """After a nested transaction aborted: restore the parent's tables."""
@@ -108,7 +109,7 @@ cdef class Tx:
             if old is _MISSING:
                 t.pop(key, None)
             else:
-                t[key] = bytearray(old) if isinstance(old, bytes) else old
+                t[key] = bytearray(old) if isinstance(old, bytes) else dict(old) if isinstance(old, dict) else old
         self.undo = {}
 
 

@@ -316,15 +316,7 @@ class Writer:
     def extremities(self, tx, room, enid, prev_nids, has_child):
         """The new event replaces its prevs among the room's forward extremities, and is
         one itself unless a stored event already names it as a prev."""
-        ex = self.rooms.extremities(tx, room)
-        if len(prev_nids) == 1 and ex == (prev_nids[0],) and not has_child:
-            self.rooms.set_extremities(tx, room, (enid,))
-        else:
-            prevset = set(prev_nids)
-            new_ex = [e for e in ex if e not in prevset]
-            if not has_child:
-                new_ex.append(enid)
-            self.rooms.set_extremities(tx, room, tuple(new_ex))
+        self.rooms.replace_extremities(tx, room, prev_nids, 0 if has_child else enid)
 
     def mark_parents(self, tx, prev_nids, prev_recs):
         # HAS_CHILD is read only when an event whose NID existed already is

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import roomstate
-from roomstate import resolvers
+from roomstate import _core, resolvers
+from roomstate._core import ENTRY_DTYPE
 from roomstate.ids import ROOM
 from roomstate.storage import Full
 from roomstate.transactions import Replayable, until_it_fits
@@ -74,9 +75,11 @@ def test_newest_event_on_nids_picks_depth_then_event_id():
         def event_id(self, nid):
             return self.ids[nid]
 
-    vals = np.array([[10, 13], [11, 12], [0, 13]], dtype=np.uint64)
+    keys = np.array([(1, 1, 0), (1, 2, 0), (1, 3, 0)], dtype=ENTRY_DTYPE)
+    # Rows: [10, 13], [11, 12], [0 (no entry), 13].
+    aligned = _core.Aligned(keys, [0, 0, 0], [0, 2, 4, 5], [0, 1, 0, 1, 1], [10, 13, 11, 12, 13], 2)
     result = np.zeros(3, dtype=np.uint64)
-    resolvers.newest_event_on_nids(Events(), vals, np.array([0, 1, 2]), result)
+    resolvers.newest_event_on_nids(Events(), aligned, np.array([0, 1, 2]), result)
     assert result.tolist() == [10, 12, 13]  # deeper wins; a tie goes to the larger event ID
 
 

@@ -65,24 +65,39 @@ def test_chain_link_is_the_general_chain_record(head, type_nid, state_key_nid, e
 
 
 @given(st.integers(0, 12).flatmap(lambda n: st.tuples(
-    st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=1, max_size=4),
+    st.lists(st.lists(st.integers(0, 3), min_size=n, max_size=n), min_size=1, max_size=40),
+    st.lists(st.integers(0, 3), min_size=n, max_size=n),
     st.lists(st.integers(0, 3), min_size=n, max_size=n),
 )))
-def test_merge_kernels_agree_with_numpy(columns_and_choice):
-    columns, choice = columns_and_choice
+def test_merge_steps_agree_with_numpy(columns_choice_base):
+    """Aligned.split and Aligned.delta on sparse columns against the same steps in numpy
+    over the dense keys × states table (a value 3 in a column: no entry, the base event)."""
+    columns, choice, under = columns_choice_base
     n = len(choice)
-    vals = np.array(columns, dtype=np.uint64).T.reshape(n, len(columns))
+    base_layer = np.array([(1 + i, 1, v) for i, v in enumerate(under) if v], dtype=ENTRY_DTYPE)
+    states = [np.array([(1 + i, 1, v) for i, v in enumerate(col) if v != 3], dtype=ENTRY_DTYPE)
+              for col in columns]
+    al = _core.align_sparse(states, base=[base_layer])
+    present = [i for i in range(n) if any(col[i] != 3 for col in columns)]
+    assert al.keys["type"].tolist() == [1 + i for i in present]
+    vals = np.array([[col[i] if col[i] != 3 else under[i] for col in columns] for i in present],
+                    dtype=np.uint64).reshape(len(present), len(columns))
+    assert al.dense().tolist() == vals.tolist()
+    assert [al.column(j).tolist() for j in range(len(columns))] == vals.T.tolist()
+    assert [al.row(i) for i in range(len(present))] == vals.tolist()
+    assert [al.candidates(i) for i in range(len(present))] == [sorted(set(r) - {0}) for r in vals.tolist()]
+
     first = vals[:, 0]
     agree = (vals == first[:, None]).all(axis=1)
-    result, got_agree, conflicted = _write.merge_split(vals)
+    result, got_agree, conflicted = al.split()
     assert got_agree.tolist() == agree.tolist()
     assert result.tolist() == np.where(agree, first, 0).tolist()
     assert conflicted.tolist() == np.flatnonzero(~agree).tolist()
 
-    keys = np.array([(1 + i, 1, 0) for i in range(n)], dtype=ENTRY_DTYPE)
-    resolved = np.where(agree, first, np.array(choice, dtype=np.uint64))
+    keys = al.keys
+    resolved = np.where(agree, first, np.array([choice[i] for i in present], dtype=np.uint64))
     cost = (vals != resolved[:, None]).sum(axis=0)
-    j, delta = _write.merge_delta(keys, vals, resolved)
+    j, delta = al.delta(resolved)
     assert j == int(np.argmin(cost))
     mask = vals[:, j] != resolved
     if cost[j] == 0:
@@ -91,3 +106,36 @@ def test_merge_kernels_agree_with_numpy(columns_and_choice):
         expected = keys[mask].copy()
         expected["event"] = resolved[mask]
         assert delta.tolist() == expected.tolist()
+
+
+def test_aligned_is_read_only_and_checked():
+    al = _core.align_sparse([np.array([(1, 1, 5)], dtype=ENTRY_DTYPE), np.array([], dtype=ENTRY_DTYPE)])
+    for name in ("keys", "base", "ptr", "cols", "vals"):
+        with pytest.raises(AttributeError):
+            setattr(al, name, np.zeros(1))
+        with pytest.raises(ValueError):
+            getattr(al, name)[...] = 0
+    with pytest.raises(IndexError):
+        al.value(0, 2)
+    with pytest.raises(IndexError):
+        al.row(1)
+    with pytest.raises(ValueError, match="ascending"):
+        _core.Aligned(al.keys, [0], [0, 2], [1, 0], [5, 6], 2)
+    with pytest.raises(ValueError, match="entries"):
+        _core.Aligned(al.keys, [0], [0, 2], [0, 1], [5, 6], 1)
+    with pytest.raises(ValueError, match="ptr"):
+        _core.Aligned(al.keys, [0], [1, 1], [0], [5], 2)
+
+
+def test_align_is_linear_in_the_states():
+    """10^5 states, one entry each: the sparse table holds 10^5 entries (a dense one
+    would be 10^10 cells), and the merge steps run on it."""
+    k = 100_000
+    states = [np.array([(2, 1 + j, 10 + j)], dtype=ENTRY_DTYPE) for j in range(k)]
+    al = _core.align_sparse(states, base=[np.array([(1, 1, 7)], dtype=ENTRY_DTYPE)])
+    assert len(al) == k and len(al.vals) == k and al.k == k
+    result, agree, conflicted = al.split()
+    assert len(conflicted) == k and not agree.any()
+    result[:] = al.vals
+    j, delta = al.delta(result)
+    assert j == 0 and len(delta) == k - 1

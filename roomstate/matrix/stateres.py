@@ -288,7 +288,7 @@ def _auth_difference(state_sets, unconflicted: Mapping, conflicted: Mapping, g: 
     return {eid for eid, m in chain.items() if m != full}
 
 
-def chain_masks(auth, member: Mapping, unconflicted_events: Iterable):
+def chain_masks(auth, member: Mapping, unconflicted_events: Iterable, everywhere=None):
     """The two walks of :func:`auth_difference`, over any event keys (IDs, or a store's
     NIDs): ``auth(e)`` gives an event's auth events; ``member`` maps each event at a
     conflicted key to the bit mask of the state sets holding it; ``unconflicted_events``
@@ -296,19 +296,22 @@ def chain_masks(auth, member: Mapping, unconflicted_events: Iterable):
 
     Returns ``(chain, everywhere)``: ``everywhere``, the auth chains of the unconflicted
     events (in every set's full auth chain); ``chain``, each other event reached from the
-    conflicted ones -> the mask of the sets whose full auth chains hold it.
+    conflicted ones -> the mask of the sets whose full auth chains hold it.  A caller
+    that keeps ``everywhere`` itself (any container of those events) passes it, and the
+    first walk is skipped.
     """
-    # The auth chains of the unconflicted events, level by level with set operations.
-    everywhere: set = set()
-    frontier: set = set()
-    for eid in unconflicted_events:
-        frontier.update(auth(eid))
-    while frontier:
-        everywhere |= frontier
-        below: set = set()
-        for eid in frontier:
-            below.update(auth(eid))
-        frontier = below - everywhere
+    if everywhere is None:
+        # The auth chains of the unconflicted events, level by level with set operations.
+        everywhere = set()
+        frontier: set = set()
+        for eid in unconflicted_events:
+            frontier.update(auth(eid))
+        while frontier:
+            everywhere |= frontier
+            below: set = set()
+            for eid in frontier:
+                below.update(auth(eid))
+            frontier = below - everywhere
     chain: dict = {}
     for eid in reversed(_postorder(member, None, without=everywhere, auth=auth)):  # each before its auth events
         down = chain.get(eid, 0) | member.get(eid, 0)
