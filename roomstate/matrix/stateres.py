@@ -485,12 +485,28 @@ def iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_even
     return dict(_iterative_auth_checks(rv, state, event_ids, get_event))
 
 
+_ABSENT = object()
+
+
+class _Layers(ChainMap):
+    """A ChainMap whose ``get`` asks each map once (ChainMap's asks twice, through
+    ``__contains__`` and ``__getitem__``): the iterative auth checks read the partially
+    resolved state this way several times per event."""
+
+    def get(self, key, default=None):
+        for m in self.maps:
+            v = m.get(key, _ABSENT)
+            if v is not _ABSENT:
+                return v
+        return default
+
+
 def _iterative_auth_checks(rv, state: Mapping, event_ids: Iterable[str], get_event: GetEvent) -> ChainMap:
     """:func:`iterative_auth_checks` as a ChainMap: what it sets in a new first map over
     ``state``, which is only read."""
     rv = _version(rv)
     g = _graph(get_event)
-    resolved: ChainMap = state.new_child() if isinstance(state, ChainMap) else ChainMap({}, state)  # type: ignore[arg-type]
+    resolved: ChainMap = state.new_child() if isinstance(state, _Layers) else _Layers({}, state)  # type: ignore[arg-type]
     create_v12 = None
     for eid in event_ids:
         ev = g(eid)
@@ -717,7 +733,7 @@ def resolve_v1_conflicts(rv, unconflicted: Mapping, conflicted: Mapping, get_eve
     each conflicted key (a key none is allowed for is left out); ``unconflicted`` is
     only read key by key."""
     rv = _version(rv)
-    r: ChainMap = ChainMap({}, unconflicted)  # type: ignore[arg-type]  # read only: a Mapping serves
+    r: ChainMap = _Layers({}, unconflicted)  # type: ignore[arg-type]  # read only: a Mapping serves
     for etype in (rules.POWER_LEVELS, rules.JOIN_RULES, rules.MEMBER):
         keys = sorted(k for k in conflicted if k[0] == etype)
         resolved = {}
