@@ -232,6 +232,17 @@ cdef Py_ssize_t _heapify(Py_ssize_t* heap, Layer* layers, Py_ssize_t k) noexcept
     return size
 
 
+cdef inline Py_ssize_t _heap_advance(Py_ssize_t* heap, Py_ssize_t size, Layer* layers) noexcept nogil:
+    """Move the top layer past its entry (out of the heap when used up); the heap's size."""
+    cdef Py_ssize_t top = heap[0]
+    layers[top].pos += 1
+    if layers[top].pos >= layers[top].n:
+        size -= 1
+        heap[0] = heap[size]
+    _sift_down(heap, size, 0, layers)
+    return size
+
+
 cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tombstones) noexcept nogil:
     cdef Py_ssize_t* heap = <Py_ssize_t*>malloc((k + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t size, top, m = 0
@@ -250,11 +261,7 @@ cdef Py_ssize_t _overlay(Layer* layers, Py_ssize_t k, Entry* out, bint keep_tomb
             top = heap[0]
             if key_of(&layers[top].data[layers[top].pos]) != key:
                 break
-            layers[top].pos += 1
-            if layers[top].pos >= layers[top].n:
-                size -= 1
-                heap[0] = heap[size]
-            _sift_down(heap, size, 0, layers)
+            size = _heap_advance(heap, size, layers)
     free(heap)
     return m
 
@@ -352,11 +359,7 @@ cdef Py_ssize_t _align(Layer* ls, Py_ssize_t k, const Layer* bs, Py_ssize_t nb, 
             cols[e] = top
             vals[e] = ls[top].data[ls[top].pos].event
             e += 1
-            ls[top].pos += 1
-            if ls[top].pos >= ls[top].n:
-                size -= 1
-                heap[0] = heap[size]
-            _sift_down(heap, size, 0, ls)
+            size = _heap_advance(heap, size, ls)
         lo = start
         hi = e - 1
         while lo < hi:  # columns in ascending order
@@ -364,11 +367,12 @@ cdef Py_ssize_t _align(Layer* ls, Py_ssize_t k, const Layer* bs, Py_ssize_t nb, 
             tv = vals[lo]; vals[lo] = vals[hi]; vals[hi] = tv
             lo += 1
             hi -= 1
-        fill = missing
-        if e - start < k and nb:
-            if not _lookup_in(bs, nb, key, &fill):
+        fill = 0  # every state holds the key
+        if e - start < k:
+            fill = missing
+            if nb and not _lookup_in(bs, nb, key, &fill):
                 fill = 0
-        base[m] = fill if e - start < k else 0
+        base[m] = fill
         m += 1
     ptr[m] = e
     free(heap)
@@ -621,7 +625,9 @@ cdef class Aligned:
 
     def with_keys(self, keys, base):
         """These states with more keys that none of them holds (``keys``: an entry
-        array, none of them here; ``base``: their events under the states), in key order."""
+        array, none of them here; ``base``: their events under the states), in key
+        order: ``(aligned, order)``, ``order`` the permutation of ``self.keys`` then
+        ``keys`` that sorts them (for arrays that go along with the keys)."""
         cdef cnp.ndarray ek = _entries(keys)
         eb = np.ascontiguousarray(base, dtype=np.uint64)
         if eb.shape != (ek.shape[0],):
@@ -634,7 +640,7 @@ cdef class Aligned:
         # The old keys keep their relative order, so cols and vals stay as they are.
         cdef Aligned out = Aligned.__new__(Aligned)
         out._set(allk[order], np.concatenate([self.base, eb])[order], ptr, self.cols, self.vals, self.k)
-        return out
+        return out, order
 
 
 def align_sparse(states, uint64_t missing=0, base=None):

@@ -135,11 +135,21 @@ class AuthClosure:
     __slots__ = ("state", "count")
 
     def __init__(self):
-        self.state = None  # the full state (an entry array) the counts are of
+        self.state = None  # the full state (an entry array) the counts are of (None: empty)
         self.count = {}
 
     def update(self, auth_of, state):
-        """Make the closure that of ``state``, a full sorted entry array (no tombstones)."""
+        """Make the closure that of ``state``, a full sorted entry array (no tombstones).
+        If reading an auth event fails, the closure is emptied (the next update starts
+        from nothing) and the error goes on."""
+        try:
+            self._move(auth_of, state)
+        except BaseException:
+            self.state = None
+            self.count = {}
+            raise
+
+    def _move(self, auth_of, state):
         if self.state is None:
             added, removed = state["event"].tolist(), []
         else:

@@ -230,7 +230,6 @@ def with_keys(prefix, al, result, extra):
     """``al`` and ``result`` with the keys of ``extra`` — ``(type, state_key, event)``
     NIDs, keys no state set held — added in key order."""
     ek = entries_from((t, k, 0) for t, k, _ in extra)
-    keys = np.concatenate([al.keys, ek])
+    al, order = al.with_keys(ek, _core.lookup_keys(prefix, ek))
     result = np.concatenate([result, np.array([e for _, _, e in extra], dtype=np.uint64)])
-    order = np.lexsort((keys["state_key"], keys["type"]))
-    return al.with_keys(ek, _core.lookup_keys(prefix, ek)), result[order]
+    return al, result[order]

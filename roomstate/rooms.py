@@ -58,8 +58,8 @@ class RoomTable:
         if ex is None:
             ex = dict.fromkeys(self.extremities(tx, room))
             tx.put("rooms", room, ex)
-        elif tx.undo is not None:
-            tx.save("rooms", room)
+        else:
+            tx.save("rooms", room)  # in a nested transaction: the undo log copies it
         for nid in removed:
             ex.pop(nid, None)
         if added:

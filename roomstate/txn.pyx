@@ -109,7 +109,7 @@ cdef class Tx:
             if old is _MISSING:
                 t.pop(key, None)
             else:
-                t[key] = bytearray(old) if isinstance(old, bytes) else dict(old) if isinstance(old, dict) else old
+                t[key] = bytearray(old) if isinstance(old, bytes) else old
         self.undo = {}
 
 
