@@ -495,6 +495,46 @@ cdef class Aligned:
         rest = self._base[i] if hi - lo < self.k else None
         return self.cols[lo:hi].tolist(), self.vals[lo:hi].tolist(), rest
 
+    def masks(self, rows):
+        """For the keys ``rows``: each event (not 0) of them -> the bit mask (an int of
+        ``k`` bits) of the states holding it there (a state without an entry of its own
+        holds the base event)."""
+        cdef dict out = {}
+        cdef Py_ssize_t i, lo, hi, p, k = self.k
+        cdef uint64_t held, bit, nid
+        cdef object m, full = (1 << k) - 1, big_held
+        cdef bint small = k <= 64
+        for r in rows:
+            i = self._row(r)
+            lo = self._ptr[i]
+            hi = self._ptr[i + 1]
+            if small:
+                held = 0
+                for p in range(lo, hi):
+                    bit = (<uint64_t>1) << self._cols[p]
+                    held |= bit
+                    nid = self._vals[p]
+                    if nid:
+                        m = out.get(nid)
+                        out[nid] = bit if m is None else (m | bit)
+                if hi - lo < k and self._base[i]:
+                    nid = self._base[i]
+                    bit = (~held) & (<uint64_t>full)
+                    m = out.get(nid)
+                    out[nid] = bit if m is None else (m | bit)
+            else:
+                big_held = 0
+                for p in range(lo, hi):
+                    m = (<object>1) << self._cols[p]
+                    big_held |= m
+                    nid = self._vals[p]
+                    if nid:
+                        out[nid] = out.get(nid, 0) | m
+                if hi - lo < k and self._base[i]:
+                    nid = self._base[i]
+                    out[nid] = out.get(nid, 0) | (full & ~big_held)
+        return out
+
     def candidates(self, Py_ssize_t i):
         """The distinct events (not 0) of key ``i`` across the states, ascending."""
         i = self._row(i)

@@ -93,6 +93,7 @@ class AuthChecker:
         forget every answer kept."""
         self.memo.cache.clear()
         tx.pending.pop(self.memo.table, None)
+        tx.pending.pop("matrix:events", None)  # the Matrix resolution's (roomstate.matrixres)
 
     def check(self, tx, ev, p, auth_nids, before, fields, prev_nids):
         """The reason the event ``ev`` (parsed as ``p``) breaks the rules, or None.

@@ -24,12 +24,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from .authcheck import AuthChecker
+from .authcheck import JOIN_RULES_TYPE_NID, POWER_LEVELS_TYPE_NID, AuthChecker
 from .blocks import frozen
 from .damage import damaged
 from .errors import InvalidEventError, MissingEventError
-from .events import HAS_AUTH, PLACEHOLDER
-from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, STATE_KEY, TYPE
+from .events import HAS_AUTH, IS_STATE, MEMBERSHIPS, PLACEHOLDER, REJECTED
+from .ids import CREATE_TYPE_NID, EMPTY_STATE_KEY_NID, MEMBER_TYPE_NID, ROOM, STATE_KEY, TYPE
+from .matrix import auth as rules
 from .matrix import stateres
 from .matrix.versions import room_version as version_record
 
@@ -183,6 +184,10 @@ class AuthClosure:
 #: How many rooms' auth closures a write transaction keeps (each about the size of the
 #: room's state).
 CLOSURES = 8
+#: The name in ``tx.pending`` of the events the resolution read in the transaction, and
+#: how many records it keeps before it starts again.
+KEPT_EVENTS = "matrix:events"
+KEPT_EVENTS_LIMIT = 1 << 18
 
 
 class MatrixResolution:
@@ -193,6 +198,7 @@ class MatrixResolution:
         self.events = tables.events
         self.checker = AuthChecker(tables)
         self.edges = tables.auth_edges
+        self._versions = {}  # create event NID -> (its dict as last read, its room version)
 
     def __call__(self, tx, room_id, prefix, al, agree, result, rows):
         """Decide the conflicted ``rows`` of a merge (``al``: a
@@ -220,47 +226,39 @@ class MatrixResolution:
         base = keys.copy()
         base["event"] = np.where(agree | single, result, 0)
         layers = prefix + [frozen(base)]
+        member = al.masks(rows.tolist())  # event -> the mask of the state sets holding it
+        if rv.state_res != "v1":
+            closure = self._closure(tx, room_id)
+            closure.update(graph.auth_nids, _core.overlay(layers))
+            diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
+            decided = _V2(self, tx, rv, graph, layers).resolve(set(member), diff)
+            return self._apply(keys, rows, result, decided)
+        # v1 reads the events as strings (its rules are few and its rooms rare).
         unconflicted = _TxState(ids, events, tx, layers)
         conflicted = {}
-        member = {}  # event -> the mask of the state sets holding it (ints of k bits)
-        rows_of_key = {}
         tnames = ids.names(tx, TYPE, keys["type"][rows])
         knames = ids.names(tx, STATE_KEY, keys["state_key"][rows])
         for i, key in zip(rows.tolist(), zip(tnames, knames)):
-            rows_of_key[key] = i
-            cols, vals, rest = al.holders(i)
-            held = 0
-            for j, nid in zip(cols, vals):
-                held |= 1 << j
-                if nid:
-                    member[nid] = member.get(nid, 0) | (1 << j)
-            if rest:  # the states without an entry of their own hold the base event
-                member[rest] = member.get(rest, 0) | (full & ~held)
             conflicted[key] = {graph.event_id(n) for n in al.candidates(i)}
-        if rv.state_res == "v1":
-            decided = stateres.resolve_v1_conflicts(rv, unconflicted, conflicted, graph)
-        else:
-            def difference(_state_sets):
-                closure = self._closure(tx, room_id)
-                closure.update(graph.auth_nids, _core.overlay(layers))
-                diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
-                return {graph.event_id(n) for n in diff}
-
-            decided = stateres.resolve_v2_conflicts(
-                rv, unconflicted, conflicted, graph, auth_difference=difference
-            )
-        extra = []
+        decided = stateres.resolve_v1_conflicts(rv, unconflicted, conflicted, graph)
+        decided_nids = {}
         for key, eid in decided.items():
-            nid = graph.nid(eid)
-            i = rows_of_key.pop(key, None)
-            if i is not None:
-                result[i] = nid
-            else:
-                tnid = ids.lookup(tx, TYPE, key[0])
-                knid = ids.lookup(tx, STATE_KEY, key[1])
-                extra.append((tnid, knid, nid))
-        for i in rows_of_key.values():  # conflicted keys the resolution left empty
-            result[i] = 0
+            decided_nids[(ids.lookup(tx, TYPE, key[0]), ids.lookup(tx, STATE_KEY, key[1]))] = graph.nid(eid)
+        return self._apply(keys, rows, result, decided_nids)
+
+    @staticmethod
+    def _apply(keys, rows, result, decided):
+        """Set ``result`` at the conflicted ``rows`` from ``decided`` (``(type, state_key)``
+        NIDs -> event NID; a conflicted key missing from it is left empty), and return
+        the decided keys no row holds, as ``(type, state_key, event)`` NIDs."""
+        types = keys["type"][rows].tolist()
+        skeys = keys["state_key"][rows].tolist()
+        extra = []
+        decided = dict(decided)
+        for i, t, sk in zip(rows.tolist(), types, skeys):
+            result[i] = decided.pop((t, sk), 0)
+        for (tnid, knid), nid in decided.items():
+            extra.append((tnid, knid, nid))
         return extra
 
     @staticmethod
@@ -290,15 +288,298 @@ class MatrixResolution:
             nid = _core.lookup_layers(prefix, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID) or 0
         if not nid:
             raise MissingEventError(f"the states to merge in room {room_id!r} hold no create event", room_id)
-        create = graph.by_nid(nid)
-        version = create["content"].get("room_version", "1")
-        return version_record(version if isinstance(version, str) else str(version))
+        rv = self._versions.get(nid)
+        if rv is None or rv[0] is not graph.by_nid(nid):
+            create = graph.by_nid(nid)
+            version = create["content"].get("room_version", "1")
+            rv = self._versions[nid] = (create, version_record(version if isinstance(version, str) else str(version)))
+        return rv[1]
+
+
+_PL_PAIR = (POWER_LEVELS_TYPE_NID, EMPTY_STATE_KEY_NID)
+_CREATE_PAIR = (CREATE_TYPE_NID, EMPTY_STATE_KEY_NID)
+_JOIN_RULES_PAIR = (JOIN_RULES_TYPE_NID, EMPTY_STATE_KEY_NID)
+_LEAVE, _BAN = MEMBERSHIPS.index("leave") + 1, MEMBERSHIPS.index("ban") + 1
+#: The memberships whose member events select the join rules (join, invite, knock).
+_SELECTS_JOIN_RULES = tuple(MEMBERSHIPS.index(m) + 1 for m in ("join", "invite", "knock"))
+
+
+class _V2:
+    """Steps 1–4 of state resolution v2 / v2.1 (rooms v2 "Algorithm"; rooms v12) on NIDs:
+    :func:`roomstate.matrix.stateres.resolve_v2_conflicts` step for step — the same
+    sets, orderings and tie breaks — with events as their stored records, keys as
+    ``(type, state_key)`` NID pairs, and the authorization rules (on event dicts) asked
+    only where an answer is not kept.
+
+    ``layers``: the unconflicted state map as NID layers (read key by key, never copied).
+    """
+
+    def __init__(self, res, tx, rv, graph, layers):
+        self.res = res
+        self.tx = tx
+        self.rv = rv
+        self.g = graph
+        self.layers = layers
+        self._create_v12 = None
+        self._levels = {}
+        self._selections = {}
+        self._ok = graph._ok
+
+    def _rec(self, nid):
+        """The event's record, checked (:meth:`_Graph.record`)."""
+        rec = self._ok.get(nid)
+        if rec is None:
+            rec = self.g.record(nid)
+        return rec
+
+    def resolve(self, conflicted, diff):
+        """``conflicted``: the NIDs of the conflicted state set; ``diff``: the auth
+        difference's.  Returns ``(type, state_key) -> event`` NIDs for the keys the
+        unconflicted state map does not hold (step 5 is the caller's)."""
+        v21 = self.rv.state_res == "v2.1"
+        g = self.g
+        full = set(conflicted)
+        full.update(diff)
+        if v21:
+            full.update(self.conflicted_state_subgraph(conflicted))
+        # Step 1: the power events and their auth ancestors in the full conflicted set.
+        x_set, before = self.power_events_and_auth_ancestors(full, v21)
+        power_order = self.reverse_topological_power_ordering(x_set, before)
+        # Step 2: iterative auth checks from the unconflicted state (v2.1: empty).
+        layers = None if v21 else self.layers
+        over = {}
+        self.iterative_auth_checks(layers, over, power_order)
+        # Step 3: the others in the mainline ordering of the partially resolved power levels.
+        pl = over.get(_PL_PAIR)
+        if pl is None and layers is not None:
+            pl = _core.lookup_layers(layers, POWER_LEVELS_TYPE_NID, EMPTY_STATE_KEY_NID) or None
+        rest = self.mainline_ordering([e for e in full if e not in x_set], pl)
+        # Step 4: iterative auth checks over the partially resolved state.
+        self.iterative_auth_checks(layers, over, rest)
+        unconflicted = self.layers
+        return {k: e for k, e in over.items() if not _core.lookup_layers(unconflicted, k[0], k[1])}
+
+    # -- the sets --------------------------------------------------------------------
+    def conflicted_state_subgraph(self, conflicted):
+        """rooms v12 "Conflicted state subgraph", as :func:`stateres.conflicted_state_subgraph`."""
+        return stateres.subgraph_between(conflicted, self.g.auth_nids)
+
+    def is_power_event(self, nid):
+        rec = self._rec(nid)
+        if not rec.flags & IS_STATE:
+            return False
+        t = rec.type
+        if t == POWER_LEVELS_TYPE_NID or t == JOIN_RULES_TYPE_NID:
+            return True
+        return t == MEMBER_TYPE_NID and (rec.membership == _LEAVE or rec.membership == _BAN) and rec.sender != rec.state_key
+
+    def power_events_and_auth_ancestors(self, full, within):
+        """Step 1's X and, for each of its events, the events of X nearest below it."""
+        auth = self.g.auth_nids
+        power = [n for n in full if self.is_power_event(n)]
+        return stateres.auth_ancestors_in(power, full, auth, within)
+
+    # -- orderings ---------------------------------------------------------------------
+    def _room_create(self, rec):
+        """Room version 12: the create event the room ID names (0: none stored)."""
+        if self._create_v12 is None:
+            g = self.g
+            room_id = self.res.ids.name(self.tx, ROOM, rec.room)
+            nid = 0
+            if isinstance(room_id, str) and room_id.startswith("!"):
+                nid = g.nid("$" + room_id[1:])
+                if nid:
+                    c = g._record(nid)
+                    if c.flags & PLACEHOLDER or not (c.type == CREATE_TYPE_NID and c.flags & IS_STATE and c.state_key == EMPTY_STATE_KEY_NID):
+                        nid = 0
+                    else:
+                        _require_auth_data(c)
+            self._create_v12 = nid
+        return self._create_v12
+
+    def sender_power_level(self, nid):
+        """As :func:`stateres.sender_power_level`: the sender's level in the state of the
+        event's power-levels and create auth events."""
+        g = self.g
+        rec = self._rec(nid)
+        pl = create = 0
+        for a in rec.auth_events:
+            arec = self._rec(a)
+            if arec.flags & IS_STATE and arec.state_key == EMPTY_STATE_KEY_NID:
+                if arec.type == POWER_LEVELS_TYPE_NID:
+                    pl = a
+                elif arec.type == CREATE_TYPE_NID:
+                    create = a
+        if self.rv.room_id_from_create and not create:
+            if rec.type == CREATE_TYPE_NID and rec.flags & IS_STATE and rec.state_key == EMPTY_STATE_KEY_NID:
+                create = nid
+            else:
+                create = self._room_create(rec)
+        memo = (rec.sender, pl, create)
+        level = self._levels.get(memo)
+        if level is None:
+            state = {}
+            if pl:
+                state[stateres._PL_KEY] = g.by_nid(pl)
+            if create:
+                state[stateres._CREATE_KEY] = g.by_nid(create)
+            sender = self.res.ids.name(self.tx, STATE_KEY, rec.sender)
+            level = self._levels[memo] = rules.power_level_of(sender, state, self.rv)
+        return level
+
+    def reverse_topological_power_ordering(self, events, before):
+        """As :func:`stateres.reverse_topological_power_ordering`: Kahn's algorithm, the
+        smallest ready event first by (greater sender level, smaller timestamp, smaller
+        event ID)."""
+        def key(nid):
+            rec = self._rec(nid)
+            return (-self.sender_power_level(nid), rec.ts, rec.event_id, nid)
+
+        return stateres.smallest_topological_order(events, before, key, lambda x: self._rec(x).event_id)
+
+    def _pl_auth_event(self, rec):
+        g = self.g
+        for a in rec.auth_events:
+            arec = self._rec(a)
+            if arec.type == POWER_LEVELS_TYPE_NID and arec.flags & IS_STATE and arec.state_key == EMPTY_STATE_KEY_NID:
+                return a
+        return None
+
+    def mainline_ordering(self, nids, pl):
+        """As :func:`stateres.mainline_ordering`: greater mainline position first, then
+        smaller timestamp, then smaller event ID."""
+        if not nids:
+            return []
+        g = self.g
+        position = {}
+        seen = set()
+        while pl is not None and pl not in seen:
+            position[pl] = len(position)
+            seen.add(pl)
+            pl = self._pl_auth_event(self._rec(pl))
+        known = {}
+        keyed = []
+        for nid in nids:
+            rec = self._rec(nid)
+            path = []
+            p = self._pl_auth_event(rec)
+            found = stateres._NO_POSITION
+            while p is not None:
+                if p in position:
+                    found = position[p]
+                    break
+                if p in known:
+                    found = known[p]
+                    break
+                path.append(p)
+                p = self._pl_auth_event(self._rec(p))
+                if p in path:
+                    break
+            for q in path:
+                known[q] = found
+            keyed.append((-found, rec.ts, rec.event_id, nid))
+        keyed.sort()
+        return [k[3] for k in keyed]
+
+    # -- iterative auth checks --------------------------------------------------------
+    def selection(self, nid):
+        """The auth events selection's keys for the event, as NID pairs (a key whose
+        strings have no NID is left out: no state and no event holds it)."""
+        sel = self._selections.get(nid)
+        if sel is not None:
+            return sel
+        rec = self._rec(nid)
+        if rec.type == CREATE_TYPE_NID:
+            sel = ()
+        elif rec.type != MEMBER_TYPE_NID or not rec.extras:
+            # Read from the record: the content of a member event without extras is its
+            # membership alone.
+            pairs = [_PL_PAIR, (MEMBER_TYPE_NID, rec.sender)]
+            if not self.rv.room_id_from_create:
+                pairs.append(_CREATE_PAIR)
+            if rec.type == MEMBER_TYPE_NID:
+                if rec.state_key != rec.sender:
+                    pairs.append((MEMBER_TYPE_NID, rec.state_key))
+                if rec.membership in _SELECTS_JOIN_RULES:
+                    pairs.append(_JOIN_RULES_PAIR)
+            sel = tuple(pairs)
+        else:
+            ids, tx = self.res.ids, self.tx
+            pairs = []
+            for t, k in rules.auth_types_for_event(self.g.by_nid(nid), self.rv):
+                tnid = ids.lookup(tx, TYPE, t) if isinstance(t, str) else 0
+                knid = ids.lookup(tx, STATE_KEY, k) if tnid and isinstance(k, str) else 0
+                if knid:
+                    pairs.append((tnid, knid))
+            sel = tuple(pairs)
+        self._selections[nid] = sel
+        return sel
+
+    def iterative_auth_checks(self, layers, over, order):
+        """As :func:`stateres.iterative_auth_checks`, writing what it sets into ``over``
+        (read over ``layers``, None for an empty state)."""
+        g, rv, tx = self.g, self.rv, self.tx
+        memo = self.res.checker.memo
+        v12 = rv.room_id_from_create
+        lookup = _core.lookup_layers
+        for nid in order:
+            rec = self._rec(nid)
+            if not rec.flags & IS_STATE:
+                continue
+            # Room version 12: the create event the room ID names, looked up at the
+            # first event that is not a create event (as stateres does).
+            create_v12 = (self._room_create(rec) if v12 and (self._create_v12 is not None or rec.type != CREATE_TYPE_NID)
+                          else 0)
+            if rec.flags & REJECTED and self._fails_own_auth_events(nid, rec, create_v12):
+                continue
+            by_key = None
+            state = []
+            for key in self.selection(nid):
+                have = over.get(key)
+                if have is None and layers is not None:
+                    have = lookup(layers, key[0], key[1]) or None
+                if have is not None:
+                    state.append(have)
+                    continue
+                if by_key is None:
+                    by_key = {}
+                    for a in rec.auth_events:
+                        arec = self._rec(a)
+                        if not arec.flags & REJECTED and arec.flags & IS_STATE:
+                            by_key[(arec.type, arec.state_key)] = a
+                a = by_key.get(key)
+                if a is not None:
+                    state.append(a)
+            if v12:
+                have = over.get(_CREATE_PAIR)
+                if have is None and layers is not None:
+                    have = lookup(layers, CREATE_TYPE_NID, EMPTY_STATE_KEY_NID) or None
+                create = have if have is not None else create_v12
+                if create:
+                    state.append(create)
+            state.sort()
+            key = ("resolve", nid, tuple(state))
+            reason = memo.find(tx, key)
+            if reason is None:
+                auth_state = {}
+                for a in state:
+                    d = g.by_nid(a)
+                    auth_state[(d["type"], d["state_key"])] = d
+                reason = memo.keep(tx, key, rules.check(g.by_nid(nid), auth_state, rv) or "")
+            if not reason:
+                over[(rec.type, rec.state_key)] = nid
+
+    def _fails_own_auth_events(self, nid, rec, create_v12):
+        g = self.g
+        create = g.by_nid(create_v12) if create_v12 else None
+        return bool(rules.check_auth_events(g.by_nid(nid), [g.by_nid(a) for a in rec.auth_events], self.rv,
+                                            create_event=create))
 
 
 class _Graph(stateres.EventGraph):
     """stateres's ``get_event`` over the store's records, with NIDs both ways."""
 
-    __slots__ = ("_res", "_tx", "_nid_of", "_id_of", "_auth_nids")
+    __slots__ = ("_res", "_tx", "_nid_of", "_id_of", "_auth_nids", "_recs", "_ok", "_dicts")
 
     def __init__(self, res, tx):
         super().__init__(self._fetch)
@@ -307,6 +588,15 @@ class _Graph(stateres.EventGraph):
         self._nid_of = {}
         self._id_of = {}
         self._auth_nids = {}
+        self._recs = {}
+        # Kept by the transaction across merges (most merges of a room read the same
+        # events): the records checked by :meth:`record` and the events as the rules
+        # read them.  A write-through cache of the transaction (``tx.pending``), so a
+        # nested abort drops it; AuthChecker.forget drops it when a record changes.
+        kept = tx.pending.get(KEPT_EVENTS)
+        if kept is None or len(kept[0]) > KEPT_EVENTS_LIMIT:
+            kept = tx.pending[KEPT_EVENTS] = ({}, {})
+        self._ok, self._dicts = kept
 
     def event_id(self, nid):
         eid = self._id_of.get(nid)
@@ -326,10 +616,35 @@ class _Graph(stateres.EventGraph):
         return nid
 
     def _record(self, nid):
-        rec = self._res.events.get(self._tx, nid)
+        rec = self._recs.get(nid)
         if rec is None:
-            raise damaged("events", nid, "an event named by a stored state or auth event has no record")
+            rec = self._res.events.get(self._tx, nid)
+            if rec is None:
+                raise damaged("events", nid, "an event named by a stored state or auth event has no record")
+            self._recs[nid] = rec
         return rec
+
+    def record(self, nid):
+        """The record of a stored event that holds what the resolution reads (else
+        InvalidEventError, or MissingEventError for a placeholder)."""
+        rec = self._ok.get(nid)
+        if rec is None:
+            rec = self._record(nid)
+            if rec.flags & PLACEHOLDER:
+                raise MissingEventError(f"event {rec.event_id!r} is not known", rec.event_id)
+            _require_auth_data(rec)
+            self._ok[nid] = rec
+        return rec
+
+    def by_nid(self, nid):
+        """The event of NID ``nid`` as the rules read it."""
+        d = self._dicts.get(nid)
+        if d is None:
+            rec = self.record(nid)
+            self._id_of[nid] = rec.event_id
+            self._nid_of[rec.event_id] = nid
+            d = self._dicts[nid] = self(rec.event_id)
+        return d
 
     def auth_nids(self, nid):
         a = self._auth_nids.get(nid)
@@ -343,9 +658,6 @@ class _Graph(stateres.EventGraph):
                 a = edges.keep(tx, nid, rec.auth_events)
             self._auth_nids[nid] = a
         return a
-
-    def by_nid(self, nid):
-        return self(self.event_id(nid))
 
     def _fetch(self, event_id):
         nid = self.nid(event_id)

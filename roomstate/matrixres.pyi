@@ -21,6 +21,8 @@ class AuthClosure:
     def update(self, auth_of, state) -> None: ...
 
 CLOSURES: int
+KEPT_EVENTS: str
+KEPT_EVENTS_LIMIT: int
 
 class MatrixResolution:
     ids: Incomplete

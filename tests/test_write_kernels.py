@@ -86,6 +86,12 @@ def test_merge_steps_agree_with_numpy(columns_choice_base):
     assert [al.column(j).tolist() for j in range(len(columns))] == vals.T.tolist()
     assert [al.row(i) for i in range(len(present))] == vals.tolist()
     assert [al.candidates(i) for i in range(len(present))] == [sorted(set(r) - {0}) for r in vals.tolist()]
+    masks: dict = {}
+    for r in vals.tolist():
+        for j, v in enumerate(r):
+            if v:
+                masks[v] = masks.get(v, 0) | (1 << j)
+    assert al.masks(range(len(present))) == masks
 
     first = vals[:, 0]
     agree = (vals == first[:, None]).all(axis=1)
@@ -134,6 +140,7 @@ def test_align_is_linear_in_the_states():
     states = [np.array([(2, 1 + j, 10 + j)], dtype=ENTRY_DTYPE) for j in range(k)]
     al = _core.align_sparse(states, base=[np.array([(1, 1, 7)], dtype=ENTRY_DTYPE)])
     assert len(al) == k and len(al.vals) == k and al.k == k
+    assert al.masks([0, k - 1]) == {10: 1, 10 + k - 1: 1 << (k - 1)}  # masks wider than 64 bits
     result, agree, conflicted = al.split()
     assert len(conflicted) == k and not agree.any()
     result[:] = al.vals

@@ -57,7 +57,10 @@ __all__ = [
     "full_conflicted_set",
     "is_power_event",
     "power_events_and_auth_ancestors",
+    "auth_ancestors_in",
+    "subgraph_between",
     "reverse_topological_power_ordering",
+    "smallest_topological_order",
     "sender_power_level",
     "iterative_auth_checks",
     "mainline",
@@ -329,14 +332,18 @@ def conflicted_state_subgraph(conflicted_ids: Iterable[str], get_event: GetEvent
     One walk down from the conflicted events; an event is in the subgraph when it is
     reached (it descends from a conflicted event) and it reaches a conflicted event.
     """
-    g = _graph(get_event)
-    conflicted = set(conflicted_ids)
+    return subgraph_between(set(conflicted_ids), _graph(get_event).auth)
+
+
+def subgraph_between(conflicted: set, auth) -> set:
+    """:func:`conflicted_state_subgraph` over any event keys (``auth(e)``: an event's
+    auth events)."""
     reaches: set = set()
-    for eid in _postorder(conflicted, g):  # auth events first
+    for eid in _postorder(conflicted, None, auth=auth):  # auth events first
         if eid in conflicted:
             reaches.add(eid)
             continue
-        for a in g.auth(eid):
+        for a in auth(eid):
             if a in reaches:
                 reaches.add(eid)
                 break
@@ -384,13 +391,20 @@ def power_events_and_auth_ancestors(full: set, get_event: GetEvent, *, walk_with
     """
     g = _graph(get_event)
     power = [eid for eid in full if is_power_event(g(eid))]
-    order = _postorder(power, g, within=full if walk_within_full else None)
+    return auth_ancestors_in(power, full, g.auth, walk_within_full)
+
+
+def auth_ancestors_in(power, full: set, auth, walk_within_full: bool = False):
+    """:func:`power_events_and_auth_ancestors` from the power events ``power`` of the
+    full conflicted set ``full``, over any event keys (IDs, or a store's NIDs; ``auth(e)``
+    gives an event's auth events)."""
+    order = _postorder(power, None, within=full if walk_within_full else None, auth=auth)
     x_set = set(power)
     x_set.update(e for e in order if e in full)
     below: dict = {}  # event -> the events of X nearest below it
     for eid in order:  # auth events first
         near: set = set()
-        for a in g.auth(eid):
+        for a in auth(eid):
             if a in x_set:
                 near.add(a)
             else:
@@ -445,6 +459,13 @@ def reverse_topological_power_ordering(events: set, before: Mapping, get_event: 
         ev = g(eid)
         return (-sender_power_level(ev, g, rv, levels), ev.get("origin_server_ts", 0), eid)
 
+    return smallest_topological_order(events, before, key, lambda x: x)
+
+
+def smallest_topological_order(events, before: Mapping, key, event_id) -> list:
+    """Kahn's algorithm choosing the smallest ready event by ``key(x)`` (a tuple ending
+    with ``x``): the order of :func:`reverse_topological_power_ordering` over any event
+    keys (IDs, or a store's NIDs; ``event_id(x)`` names one in the error for a cycle)."""
     waiting: dict = {}
     after: dict = {}
     ready = []
@@ -458,14 +479,14 @@ def reverse_topological_power_ordering(events: set, before: Mapping, get_event: 
     heapify(ready)
     out = []
     while ready:
-        x = heappop(ready)[2]
+        x = heappop(ready)[-1]
         out.append(x)
         for y in after.get(x, ()):
             waiting[y] -= 1
             if waiting[y] == 0:
                 heappush(ready, key(y))
     if len(out) != len(events):
-        stuck = min(x for x in events if waiting[x])
+        stuck = min(event_id(x) for x in events if waiting[x])
         raise InvalidEventError("auth_events", "the auth events form a cycle", stuck)
     return out
 
