@@ -67,6 +67,7 @@ class Room:
             self.send(state, tip, "m.room.member", _user(i), {"membership": "join"}, _user(i))
         self.base = dict(state)
         self.state_sets = []
+        self.tips = []  # the last event of each branch
         for b in range(branches):
             s, t = dict(state), list(tip)
             mod = MODS[b % len(MODS)]
@@ -84,6 +85,7 @@ class Room:
             if b == 1:
                 self.send(s, t, "m.room.member", MODS[1], {"membership": "leave"}, _user(5))
             self.state_sets.append(s)
+            self.tips.append(t[0])
 
     def _store(self, pdu: dict) -> str:
         pdu.setdefault("hashes", {"sha256": "aGFzaA"})
@@ -201,3 +203,59 @@ def test_stateres_against_synapse(benchmark, bench, v, branches):
         info["synapse_ms_median"] = statistics.median(theirs_seconds) * 1e3
         info["ratio_synapse_over_roomstate"] = info["synapse_ms_median"] / info["ms_median"]
     benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("branches", (2, 10), ids=lambda b: f"b{b}")
+@pytest.mark.parametrize("v", ("10", "12"), ids=lambda v: f"v{v}")
+def test_store_resolve_state_against_synapse(benchmark, bench, v, branches):
+    """The store's ``resolve_state`` of the branches' tips (their states as this store
+    gives them: ``state_after``), the Matrix resolver on NIDs, against Synapse's
+    resolution of the same state sets.  The first call (nothing of the resolution kept
+    yet) is timed alone; the rounds after it find the rules' answers kept by the store.
+    """
+    import roomstate
+
+    room = Room(v, MEMBERS, branches, ROUNDS)
+    store = roomstate.open(str(bench.directory / f"resolve-{v}-{branches}"))
+    try:
+        store.add_events([{k: x for k, x in e.items() if k != "rejected"} for e in room.events.values()])
+        sets = [store.state_after(t) for t in room.tips]
+        assert [dict(s) for s in sets] == room.state_sets
+        start = time.perf_counter()
+        first = dict(store.resolve_state(room.room_id, sets))
+        first_ms = (time.perf_counter() - start) * 1e3
+        seconds: list[float] = []
+
+        def run():
+            start = time.perf_counter()
+            store.resolve_state(room.room_id, sets)
+            seconds.append(time.perf_counter() - start)
+
+        benchmark.group = f"resolve_state members={MEMBERS} branches={branches}"
+        benchmark.pedantic(run, rounds=5 if bench.settings.timing else 1)
+        if not seconds:
+            run()
+        assert first == stateres.resolve(v, room.state_sets, room.events.__getitem__)
+        info = {
+            "figure": "resolve_state",
+            "room_version": v,
+            "branches": branches,
+            "state_keys": len(room.base),
+            "rounds_per_branch": ROUNDS,
+            "first_call_ms": first_ms,
+            "ms_median": statistics.median(seconds) * 1e3,
+        }
+        synapse = _synapse(room)
+        if synapse is not None:
+            theirs_seconds = []
+            for _ in range(3 if bench.settings.timing else 1):
+                start = time.perf_counter()
+                theirs = synapse(room.state_sets)
+                theirs_seconds.append(time.perf_counter() - start)
+            assert first == theirs
+            info["synapse_ms_median"] = statistics.median(theirs_seconds) * 1e3
+            info["ratio_synapse_over_roomstate"] = info["synapse_ms_median"] / info["ms_median"]
+            info["ratio_synapse_over_first_call"] = info["synapse_ms_median"] / first_ms
+        benchmark.extra_info.update(info)
+    finally:
+        store.close()
