@@ -249,6 +249,69 @@ class AuthChecker:
         found = sorted(n for n in snaps.get_many(tx, before, keys) if n)
         return tuple(found) == auth_nids
 
+    def allowed_in_state(self, tx, rec, room_id, state):
+        """The plain cases of :meth:`_allowed_plainly` against a given auth state (the
+        iterative auth checks of state resolution): True when the rules allow the stored
+        event ``rec`` against the events ``state`` (NIDs, at the keys the auth events
+        selection names, the create event included), None when not decided here (the
+        caller applies every rule).  The event's prev events are not read (the
+        resolution's events carry none, so the creator's first join is no plain case)."""
+        if not self.plain:
+            return None
+        events = self.events
+        create_nid = pl = jr = 0
+        sender_membership = 0
+        type_nid, skey_nid, sender_nid, membership = rec.type, rec.state_key, rec.sender, rec.membership
+        for n in state:
+            srec = events.get(tx, n)
+            t, k = srec.type, srec.state_key
+            if t == CREATE_TYPE_NID and k == EMPTY_STATE_KEY_NID:
+                create_nid = n
+            elif t == POWER_LEVELS_TYPE_NID and k == EMPTY_STATE_KEY_NID:
+                pl = n
+            elif t == JOIN_RULES_TYPE_NID and k == EMPTY_STATE_KEY_NID:
+                jr = n
+            elif t == MEMBER_TYPE_NID and k == sender_nid:
+                sender_membership = srec.membership
+        if not create_nid:
+            return None
+        facts = self._create_facts(tx, room_id, create_nid)
+        if facts is None:
+            return None
+        rv = facts[0]
+        if type_nid == MEMBER_TYPE_NID:
+            if skey_nid != sender_nid or rec.extras or membership not in (_JOIN, _LEAVE):
+                return None
+            if membership == _JOIN:
+                if sender_membership == _BAN:
+                    return None
+                join_rule = self._join_rule(tx, jr)
+                if join_rule == "public" or (
+                    (join_rule == "invite" or (rv.knock and join_rule == "knock"))
+                    and sender_membership in (_JOIN, _INVITE)
+                ):
+                    return True
+                return None
+            if sender_membership in (_JOIN, _INVITE) or (rv.knock and sender_membership == _KNOCK):
+                return True
+            return None
+        if type_nid in _SPECIAL_TYPES or type_nid == REDACTION_TYPE_NID or sender_membership != _JOIN:
+            return None
+        ids = self.ids
+        type_ = ids.name(tx, TYPE, type_nid)
+        if rv.special_case_aliases and type_ == "m.room.aliases":
+            return None
+        sender = ids.name(tx, STATE_KEY, sender_nid)
+        if rec.is_state and skey_nid != sender_nid:
+            state_key = ids.name(tx, STATE_KEY, skey_nid)
+            if state_key.startswith("@"):
+                return None  # rule 9: another user's key
+        fields = (rec.room, type_nid, skey_nid if rec.is_state else 0, sender_nid)
+        p = _Names(room_id, type_, sender)
+        if self._level(tx, p, fields, create_nid, pl, rv) < self._required(tx, p, fields, create_nid, pl, rv):
+            return None
+        return True
+
     def _create_facts(self, tx, room_id, create_nid):
         """``(room version, whether the auth events name the create event)`` of a room
         whose create event (NID ``create_nid``) lets the plain cases be decided on NIDs;
@@ -355,6 +418,17 @@ class AuthChecker:
         state.setdefault(_CREATE, create)
         reason = rules.check(_without_rejected(ev), state, rv)
         return f"against the state before the event: {reason}" if reason else None
+
+
+class _Names:
+    """What the power-level readers take of an event: its room ID, type and sender."""
+
+    __slots__ = ("room_id", "type", "sender")
+
+    def __init__(self, room_id, type_, sender):
+        self.room_id = room_id
+        self.type = type_
+        self.sender = sender
 
 
 def strict_json(ev, rv, event_id):

@@ -7,7 +7,7 @@ from roomstate._records cimport Record
 
 @cython.final
 cdef class _V2:
-    cdef readonly object res, tx, rv, g, layers
+    cdef readonly object res, tx, room_id, rv, g, layers
     cdef object _create_v12
     cdef dict _levels, _selections, _ok
 

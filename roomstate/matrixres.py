@@ -231,7 +231,7 @@ class MatrixResolution:
             closure = self._closure(tx, room_id)
             closure.update(graph.auth_nids, _core.overlay(layers))
             diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
-            decided = _V2(self, tx, rv, graph, layers).resolve(set(member), diff)
+            decided = _V2(self, tx, room_id, rv, graph, layers).resolve(set(member), diff, closure.count)
             return self._apply(keys, rows, result, decided)
         # v1 reads the events as strings (its rules are few and its rooms rare).
         unconflicted = _TxState(ids, events, tx, layers)
@@ -314,9 +314,10 @@ class _V2:
     ``layers``: the unconflicted state map as NID layers (read key by key, never copied).
     """
 
-    def __init__(self, res, tx, rv, graph, layers):
+    def __init__(self, res, tx, room_id, rv, graph, layers):
         self.res = res
         self.tx = tx
+        self.room_id = room_id
         self.rv = rv
         self.g = graph
         self.layers = layers
@@ -332,10 +333,11 @@ class _V2:
             rec = self.g.record(nid)
         return rec
 
-    def resolve(self, conflicted, diff):
+    def resolve(self, conflicted, diff, everywhere=None):
         """``conflicted``: the NIDs of the conflicted state set; ``diff``: the auth
-        difference's.  Returns ``(type, state_key) -> event`` NIDs for the keys the
-        unconflicted state map does not hold (step 5 is the caller's)."""
+        difference's; ``everywhere``: the auth chains of the unconflicted state, when
+        known (a container of NIDs).  Returns ``(type, state_key) -> event`` NIDs for
+        the keys the unconflicted state map does not hold (step 5 is the caller's)."""
         v21 = self.rv.state_res == "v2.1"
         g = self.g
         full = set(conflicted)
@@ -343,7 +345,7 @@ class _V2:
         if v21:
             full.update(self.conflicted_state_subgraph(conflicted))
         # Step 1: the power events and their auth ancestors in the full conflicted set.
-        x_set, before = self.power_events_and_auth_ancestors(full, v21)
+        x_set, before = self.power_events_and_auth_ancestors(full, v21, everywhere)
         power_order = self.reverse_topological_power_ordering(x_set, before)
         # Step 2: iterative auth checks from the unconflicted state (v2.1: empty).
         layers = None if v21 else self.layers
@@ -373,11 +375,23 @@ class _V2:
             return True
         return t == MEMBER_TYPE_NID and (rec.membership == _LEAVE or rec.membership == _BAN) and rec.sender != rec.state_key
 
-    def power_events_and_auth_ancestors(self, full, within):
-        """Step 1's X and, for each of its events, the events of X nearest below it."""
+    def power_events_and_auth_ancestors(self, full, within, everywhere=None):
+        """Step 1's X and, for each of its events, the events of X nearest below it.
+
+        ``everywhere``: the auth chains of the unconflicted state (closed under auth
+        events).  When it holds no event of ``full``, nothing below its events is in
+        ``full`` either, so the walk does not enter it (in v2 the walk otherwise goes
+        down the power events' whole auth chains, most of the room's history of power)."""
         auth = self.g.auth_nids
         power = [n for n in full if self.is_power_event(n)]
-        return stateres.auth_ancestors_in(power, full, auth, within)
+        without = ()
+        if everywhere is not None and not within:
+            for n in full:  # (not set.isdisjoint: that would iterate over ``everywhere``)
+                if n in everywhere:
+                    break
+            else:
+                without = everywhere
+        return stateres.auth_ancestors_in(power, full, auth, within, without)
 
     # -- orderings ---------------------------------------------------------------------
     def _room_create(self, rec):
@@ -519,7 +533,8 @@ class _V2:
         """As :func:`stateres.iterative_auth_checks`, writing what it sets into ``over``
         (read over ``layers``, None for an empty state)."""
         g, rv, tx = self.g, self.rv, self.tx
-        memo = self.res.checker.memo
+        checker = self.res.checker
+        memo = checker.memo
         v12 = rv.room_id_from_create
         lookup = _core.lookup_layers
         for nid in order:
@@ -560,6 +575,8 @@ class _V2:
             state.sort()
             key = ("resolve", nid, tuple(state))
             reason = memo.find(tx, key)
+            if reason is None and checker.allowed_in_state(tx, rec, self.room_id, state):
+                reason = ""  # a plain case, decided on NIDs
             if reason is None:
                 auth_state = {}
                 for a in state:

@@ -394,11 +394,13 @@ def power_events_and_auth_ancestors(full: set, get_event: GetEvent, *, walk_with
     return auth_ancestors_in(power, full, g.auth, walk_within_full)
 
 
-def auth_ancestors_in(power, full: set, auth, walk_within_full: bool = False):
+def auth_ancestors_in(power, full: set, auth, walk_within_full: bool = False, without=()):
     """:func:`power_events_and_auth_ancestors` from the power events ``power`` of the
     full conflicted set ``full``, over any event keys (IDs, or a store's NIDs; ``auth(e)``
-    gives an event's auth events)."""
-    order = _postorder(power, None, within=full if walk_within_full else None, auth=auth)
+    gives an event's auth events).  ``without``: events the walk need not enter — a
+    set closed under auth events that holds no event of ``full`` (the auth chains of
+    the unconflicted state, when none of them is in the full conflicted set)."""
+    order = _postorder(power, None, within=full if walk_within_full else None, without=without, auth=auth)
     x_set = set(power)
     x_set.update(e for e in order if e in full)
     below: dict = {}  # event -> the events of X nearest below it
