@@ -221,16 +221,7 @@ class AuthChecker:
         if needs_create and not has_create:
             return False
         if is_member:
-            if membership == _JOIN:
-                if sender_membership == _BAN:
-                    return False
-                join_rule = self._join_rule(tx, jr)
-                if not (join_rule == "public" or (
-                    (join_rule == "invite" or (rv.knock and join_rule == "knock"))
-                    and sender_membership in (_JOIN, _INVITE)
-                )):
-                    return False
-            elif not (sender_membership in (_JOIN, _INVITE) or (rv.knock and sender_membership == _KNOCK)):
+            if not self._own_membership_allowed(tx, rv, membership, sender_membership, jr):
                 return False
         else:
             if sender_membership != _JOIN:
@@ -282,19 +273,7 @@ class AuthChecker:
         if type_nid == MEMBER_TYPE_NID:
             if skey_nid != sender_nid or rec.extras or membership not in (_JOIN, _LEAVE):
                 return None
-            if membership == _JOIN:
-                if sender_membership == _BAN:
-                    return None
-                join_rule = self._join_rule(tx, jr)
-                if join_rule == "public" or (
-                    (join_rule == "invite" or (rv.knock and join_rule == "knock"))
-                    and sender_membership in (_JOIN, _INVITE)
-                ):
-                    return True
-                return None
-            if sender_membership in (_JOIN, _INVITE) or (rv.knock and sender_membership == _KNOCK):
-                return True
-            return None
+            return True if self._own_membership_allowed(tx, rv, membership, sender_membership, jr) else None
         if type_nid in _SPECIAL_TYPES or type_nid == REDACTION_TYPE_NID or sender_membership != _JOIN:
             return None
         ids = self.ids
@@ -311,6 +290,21 @@ class AuthChecker:
         if self._level(tx, p, fields, create_nid, pl, rv) < self._required(tx, p, fields, create_nid, pl, rv):
             return None
         return True
+
+    def _own_membership_allowed(self, tx, rv, membership, sender_membership, jr):
+        """A user's own join (``membership`` join) or leave, by the membership rules
+        (join: not banned, and a public room or invited/joined under invite or knock
+        rules; leave: from join, invite or (v7+) knock), with ``jr`` the join rules' NID.
+        False also where a rule this does not read could allow it (restricted joins)."""
+        if membership == _JOIN:
+            if sender_membership == _BAN:
+                return False
+            join_rule = self._join_rule(tx, jr)
+            return join_rule == "public" or (
+                (join_rule == "invite" or (rv.knock and join_rule == "knock"))
+                and sender_membership in (_JOIN, _INVITE)
+            )
+        return sender_membership in (_JOIN, _INVITE) or (rv.knock and sender_membership == _KNOCK)
 
     def _create_facts(self, tx, room_id, create_nid):
         """``(room version, whether the auth events name the create event)`` of a room
