@@ -495,6 +495,30 @@ cdef class Aligned:
         rest = self._base[i] if hi - lo < self.k else None
         return self.cols[lo:hi].tolist(), self.vals[lo:hi].tolist(), rest
 
+    def resets(self, result):
+        """How many keys ``result`` (an event per key, 0 for none) sets to what none of
+        the states holds there: an event no state has at the key, or nothing where every
+        state has an event (a merge's state resets)."""
+        cdef const uint64_t[::1] r = np.ascontiguousarray(result, dtype=np.uint64)
+        if r.shape[0] != self._m:
+            raise ValueError(f"{r.shape[0]} results for {self._m} keys")
+        cdef Py_ssize_t i, p, lo, hi, n = 0
+        cdef uint64_t want
+        cdef bint held
+        with nogil:
+            for i in range(self._m):
+                want = r[i]
+                lo = self._ptr[i]
+                hi = self._ptr[i + 1]
+                held = hi - lo < self.k and self._base[i] == want
+                p = lo
+                while not held and p < hi:
+                    held = self._vals[p] == want
+                    p += 1
+                if not held:
+                    n += 1
+        return n
+
     def masks(self, rows):
         """For the keys ``rows``: each event (not 0) of them -> the bit mask (an int of
         ``k`` bits) of the states holding it there (a state without an entry of its own

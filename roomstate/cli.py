@@ -528,6 +528,7 @@ _STATS_LABELS = {
     "snapshots": "snapshots",
     "blocks": "blocks",
     "block_entries": "block entries",
+    "state_resets": "state resets",
     "file_bytes": "bytes on disk",
     "bytes_in_use": "bytes in use",
     "free_bytes": "bytes free",

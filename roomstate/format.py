@@ -51,6 +51,9 @@ SHORT_CHECKSUM_BYTES = 2
 META_FORMAT = b"format"
 META_COUNT_EVENTS = b"count:events"
 META_COUNT_STATE = b"count:state_events"
+#: The state resets of the merges the store made as events were stored (stores made
+#: before the key existed do not hold it: their resets are not counted).
+META_COUNT_RESETS = b"count:state_resets"
 
 #: ``rooms`` values: the forward extremities' event NIDs, little-endian u64 each
 #: (unlike every other integer of the format; kept so that stores of version 1 read).

@@ -65,6 +65,9 @@ class Merger:
         prefix, al, result = self._merge(tx, room_id, snaps, resolver)
         if len(al) == 0:
             return snaps[0]
+        resets = al.resets(result)
+        if resets:
+            self.tables.meta.count_resets(tx, resets)
         j, delta = al.delta(result)
         if delta is None:
             return snaps[j]

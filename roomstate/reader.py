@@ -323,6 +323,7 @@ class Reader:
         with self.reading() as tx:
             tables = backend.table_stats(tx.txn)
             events, state_events = self.meta.counts(tx)
+            resets = self.meta.resets(tx)
             state_bytes = sum(tables[n]["bytes"] for n in STATE_TABLES)
             space = backend.space(tables)
             in_use = space["bytes_in_use"]
@@ -333,6 +334,7 @@ class Reader:
                 "blocks": self.ids.peek_next(tx, BLOCK_KIND) - 1,
                 "snapshots": self.ids.peek_next(tx, SNAPSHOT_KIND) - 1,
                 "block_entries": self._block_entries(tx),
+                "state_resets": resets,
                 "tables": tables,
                 "state_bytes": state_bytes,
                 **space,

@@ -13,7 +13,7 @@ import numpy as np
 
 from .checksum import meta_value, seal, unseal
 from .damage import damaged, meta_u64
-from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_STATE, U64
+from .format import EXTREMITIES_DTYPE, META_COUNT_EVENTS, META_COUNT_RESETS, META_COUNT_STATE, U64
 
 
 #: A room's extremities are event NIDs, each once; a room has at most this many
@@ -100,6 +100,17 @@ class MetaTable:
     def counts(self, tx):
         """``(events, state events)`` stored."""
         return self.value(tx, META_COUNT_EVENTS), self.value(tx, META_COUNT_STATE)
+
+    def count_resets(self, tx, n):
+        """Add ``n`` state resets to the count, in a store that keeps it (made since the
+        count exists; an older store's count would miss its earlier merges)."""
+        cur = self.value(tx, META_COUNT_RESETS, None)
+        if cur is not None:
+            tx.put("meta", META_COUNT_RESETS, cur + n)
+
+    def resets(self, tx):
+        """The state resets counted, or None in a store made before the count existed."""
+        return self.value(tx, META_COUNT_RESETS, None)
 
     def put_now(self, tx, key, value):
         """Write a value straight to the table (the format version, at initialisation)."""

@@ -7,7 +7,7 @@ from .blocks import BlockStore
 from .checksum import intact, meta_value, seal, seal_short
 from .damage import damaged
 from .events import EventTable
-from .format import CHECKED_TABLES, CHECKSUM_BYTES, CHECKSUMS_SINCE, FORMAT_VERSION, META_FORMAT
+from .format import CHECKED_TABLES, CHECKSUM_BYTES, CHECKSUMS_SINCE, FORMAT_VERSION, META_COUNT_RESETS, META_FORMAT
 from .ids import ROOM, STATE_KEY, TYPE, IdMaps
 from .rooms import MetaTable, RoomTable
 from .snapshots import SnapshotStore
@@ -86,6 +86,7 @@ class Tables:
         self.ids.initialise(tx)
         self.snaps.create_empty(tx)
         self.meta.put_now(tx, META_FORMAT, FORMAT_VERSION)
+        self.meta.put_now(tx, META_COUNT_RESETS, 0)
 
     def upgrade(self, tx):
         """Make a store of an older format this code reads (``READS``) the current one.

@@ -1,6 +1,6 @@
 from .blocks import BlockStore as BlockStore
 from .events import EventTable as EventTable
-from .format import FORMAT_VERSION as FORMAT_VERSION, META_FORMAT as META_FORMAT
+from .format import FORMAT_VERSION as FORMAT_VERSION, META_COUNT_RESETS as META_COUNT_RESETS, META_FORMAT as META_FORMAT
 from .ids import IdMaps as IdMaps, ROOM as ROOM, STATE_KEY as STATE_KEY, TYPE as TYPE
 from .rooms import MetaTable as MetaTable, RoomTable as RoomTable
 from .snapshots import SnapshotStore as SnapshotStore

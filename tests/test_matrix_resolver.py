@@ -173,6 +173,7 @@ def test_a_reset_is_read_back_with_its_inputs():
         topic = dropped[("m.room.topic", "")]
         assert topic.kind == "dropped" and topic.resolved is None and topic.event_id == ids["m"]
         assert topic.prev_state == [ids["t"], ids["b2"]]
+        assert store.stats()["state_resets"] == 2  # counted as the merge was made
 
 
 def test_an_older_event_is_a_reset():
@@ -197,6 +198,7 @@ def test_an_older_event_is_a_reset():
         (r,) = resets
         assert (r.event_id, r.type, r.state_key, r.kind, r.resolved) == ("$m", "m.room.name", "", "older", "$old_name")
         assert r.prev_state == [None, None]
+        assert store.stats()["state_resets"] == 1
 
 
 def test_resets_of_an_unknown_room():
@@ -273,3 +275,43 @@ def test_allowed_in_state_agrees_with_the_rules():
                     decided += 1
                     assert want is None, (eid, want)
     assert checked > 100 and decided > checked // 2
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+def test_the_count_of_resets_is_the_reads(room_version):
+    """``stats()["state_resets"]``, counted as the merges are made, equals what
+    ``state_resets`` reads back from the stored states; a batch that fails counts
+    nothing."""
+    pdus = list(workloads.fork_storm(n_branches=8, branch_len=25, n_members=40, seed=4, room_version=room_version))
+    with roomstate.open(":memory:", resolver=_drop_conflicts) as store:
+        store.add_events(pdus[:len(pdus) // 2])
+        before = store.stats()["state_resets"]
+        bad = dict(pdus[-1], sender=17)  # an InvalidEventError, after good merges
+        with pytest.raises(InvalidEventError):
+            store.add_events(pdus[len(pdus) // 2:] + [bad])
+        assert store.stats()["state_resets"] == before
+        store.add_events(pdus[len(pdus) // 2:])
+        counted = store.stats()["state_resets"]
+        (room_id,) = store.rooms()
+        read = len(store.state_resets(room_id))
+        assert counted == read > before  # the merges of the failed batch counted once, when stored
+
+
+def _drop_conflicts(ctx):
+    """A resolver that leaves every conflicted key empty: a reset at every merge."""
+    return {}
+
+
+def test_a_store_without_the_count_says_so(tmp_path):
+    from roomstate.format import META_COUNT_RESETS
+
+    path = tmp_path / "s"
+    with roomstate.open(path) as store:
+        assert store.stats()["state_resets"] == 0
+    import lmdb
+    env = lmdb.open(str(path), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.delete(META_COUNT_RESETS, db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with roomstate.open(path) as store:
+        assert store.stats()["state_resets"] is None
