@@ -339,7 +339,6 @@ class _V2:
         known (a container of NIDs).  Returns ``(type, state_key) -> event`` NIDs for
         the keys the unconflicted state map does not hold (step 5 is the caller's)."""
         v21 = self.rv.state_res == "v2.1"
-        g = self.g
         full = set(conflicted)
         full.update(diff)
         if v21:
