@@ -226,19 +226,23 @@ class ReadTx:
 
     Cached records are committed and immutable, so answering from them and
     from a transaction begun later is as consistent as one transaction.
+
+    ``pending`` holds what a read keeps for the rest of its transaction (the Matrix
+    resolution's events and auth closures): its own dict, never another read's or
+    another store's.
     """
 
-    __slots__ = ("_begin", "_end", "_txn")
+    __slots__ = ("_begin", "_end", "_txn", "pending")
     write = False
     parent = None
     undo = None
     last = None
-    pending = {}
 
     def __init__(self, begin, end):
         self._begin = begin
         self._end = end
         self._txn = None
+        self.pending = {}
 
     @property
     def txn(self):

@@ -315,3 +315,32 @@ def test_a_store_without_the_count_says_so(tmp_path):
     env.close()
     with roomstate.open(path) as store:
         assert store.stats()["state_resets"] is None
+
+
+def test_reads_of_two_stores_keep_nothing_of_each_other():
+    """A read transaction's kept values (the resolution's records and auth closures) are
+    its own: a resolution read in one store, then one in another store whose NIDs name
+    other events, gives the other store's answer (the reference's)."""
+    from roomstate.txn import ReadTx
+
+    assert ReadTx(None, None).pending is not ReadTx(None, None).pending
+    def branches(pdus):  # up to the merge of every branch: several forward extremities
+        return pdus[:next(i for i, ev in enumerate(pdus) if len(ev["prev_events"]) > 1)]
+
+    first = branches(list(workloads.fork_storm(n_branches=5, branch_len=20, n_members=30, seed=1)))
+    second = branches(list(workloads.fork_storm(n_branches=7, branch_len=15, n_members=50, seed=2)))
+    with roomstate.open(":memory:") as a, roomstate.open(":memory:") as b:
+        a.add_events(first)
+        b.add_events(second)
+        for store in (a, b, a, b):
+            (room_id,) = store.rooms()
+            tips = store.forward_extremities(room_id)
+            assert len(tips) > 1
+            sets = [dict(store.state_after(t)) for t in tips]
+            by_id = {}
+            for ev in (first if store is a else second):
+                eid = ev.get("event_id") or _computed(ev, "10")
+                by_id[eid] = dict(ev, event_id=eid, rejected=store.event(eid).rejected)
+            want = stateres.resolve("10", sets, by_id.__getitem__)
+            assert dict(store.current_state(room_id)) == want
+            assert dict(store.resolve_state(room_id, sets)) == want
