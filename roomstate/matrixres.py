@@ -199,6 +199,7 @@ class MatrixResolution:
         self.checker = AuthChecker(tables)
         self.edges = tables.auth_edges
         self._versions = {}  # create event NID -> (its dict as last read, its room version)
+        self._read_closures = {}  # room ID -> the AuthClosure this store's reads share
 
     def __call__(self, tx, room_id, prefix, al, agree, result, rows):
         """Decide the conflicted ``rows`` of a merge (``al``: a
@@ -229,9 +230,12 @@ class MatrixResolution:
         member = al.masks(rows.tolist())  # event -> the mask of the state sets holding it
         if rv.state_res != "v1":
             closure = self._closure(tx, room_id)
-            closure.update(graph.auth_nids, _core.overlay(layers))
-            diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
-            decided = _V2(self, tx, room_id, rv, graph, layers).resolve(set(member), diff, closure.count)
+            try:
+                closure.update(graph.auth_nids, _core.overlay(layers))
+                diff = auth_difference_nids(graph.auth_nids, member, full, everywhere=closure.count)
+                decided = _V2(self, tx, room_id, rv, graph, layers).resolve(set(member), diff, closure.count)
+            finally:
+                self._done(tx, room_id, closure)
             return self._apply(keys, rows, result, decided)
         # v1 reads the events as strings (its rules are few and its rooms rare).
         unconflicted = _TxState(ids, events, tx, layers)
@@ -261,11 +265,15 @@ class MatrixResolution:
             extra.append((tnid, knid, nid))
         return extra
 
-    @staticmethod
-    def _closure(tx, room_id):
-        """The room's :class:`AuthClosure` in this transaction (dropped with the
-        transaction's caches when a nested transaction aborts, as NIDs may then be
-        given again)."""
+    def _closure(self, tx, room_id):
+        """The room's :class:`AuthClosure`: in a write transaction, the transaction's
+        (dropped with its caches when a nested transaction aborts, as NIDs may then be
+        given again); in a read, one this store's reads share (committed events only),
+        taken out while in use so that two threads never move the same one
+        (:meth:`_done`)."""
+        if not tx.write:
+            c = self._read_closures.pop(room_id, None)
+            return c if c is not None else AuthClosure()
         kept = tx.pending.get("auth:closures")
         if kept is None or (room_id not in kept and len(kept) >= CLOSURES):
             kept = tx.pending["auth:closures"] = {}
@@ -273,6 +281,15 @@ class MatrixResolution:
         if c is None:
             c = kept[room_id] = AuthClosure()
         return c
+
+    def _done(self, tx, room_id, closure):
+        """A read is done with the room's closure: the next read of this store starts
+        from it (at most ``CLOSURES`` rooms kept)."""
+        if not tx.write:
+            kept = self._read_closures
+            if len(kept) >= CLOSURES:
+                kept.clear()
+            kept[room_id] = closure
 
     def _room_version(self, tx, room_id, prefix, al, graph):
         """The room version its create event names: the create event every state set holds."""
