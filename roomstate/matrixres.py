@@ -199,7 +199,7 @@ class MatrixResolution:
         self.checker = AuthChecker(tables)
         self.edges = tables.auth_edges
         self._versions = {}  # create event NID -> (its dict as last read, its room version)
-        self._read_closures = {}  # room ID -> the AuthClosure this store's reads share
+        self.tables = tables
 
     def __call__(self, tx, room_id, prefix, al, agree, result, rows):
         """Decide the conflicted ``rows`` of a merge (``al``: a
@@ -266,27 +266,31 @@ class MatrixResolution:
         return extra
 
     def _closure(self, tx, room_id):
-        """The room's :class:`AuthClosure`: in a write transaction, the transaction's
-        (dropped with its caches when a nested transaction aborts, as NIDs may then be
-        given again); in a read, one this store's reads share (committed events only),
-        taken out while in use so that two threads never move the same one
-        (:meth:`_done`)."""
+        """The room's :class:`AuthClosure`, taken from those the store keeps between
+        transactions (of committed states: ``Tables.auth_closures``) so that no other
+        transaction or thread moves it meanwhile.  A write transaction keeps it in its
+        caches (``tx.pending``), moved by its merges, and gives it back at its commit
+        (``Tables.publish``); an abort drops it, as NIDs may then be given again.  A read
+        gives it back when done (:meth:`_done`)."""
+        shared = self.tables.auth_closures
         if not tx.write:
-            c = self._read_closures.pop(room_id, None)
+            c = shared.pop(room_id, None)
             return c if c is not None else AuthClosure()
         kept = tx.pending.get("auth:closures")
         if kept is None or (room_id not in kept and len(kept) >= CLOSURES):
             kept = tx.pending["auth:closures"] = {}
         c = kept.get(room_id)
         if c is None:
-            c = kept[room_id] = AuthClosure()
+            c = shared.pop(room_id, None)
+            if c is None:
+                c = AuthClosure()
+            kept[room_id] = c
         return c
 
     def _done(self, tx, room_id, closure):
-        """A read is done with the room's closure: the next read of this store starts
-        from it (at most ``CLOSURES`` rooms kept)."""
+        """A read is done with the room's closure: the store keeps it for the next."""
         if not tx.write:
-            kept = self._read_closures
+            kept = self.tables.auth_closures
             if len(kept) >= CLOSURES:
                 kept.clear()
             kept[room_id] = closure

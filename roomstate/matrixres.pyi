@@ -28,5 +28,6 @@ class MatrixResolution:
     ids: Incomplete
     events: Incomplete
     checker: AuthChecker
+    tables: Incomplete
     def __init__(self, tables) -> None: ...
     def __call__(self, tx, room_id, prefix, al: _core.Aligned, agree, result, rows) -> list: ...

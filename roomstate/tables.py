@@ -15,6 +15,8 @@ from .txn import BoundedCache, ReadThrough
 
 #: Answers of the authorization rules kept across transactions (roomstate.authcheck).
 AUTH_MEMO_LIMIT = 100_000
+#: Rooms whose auth closure the store keeps between transactions.
+AUTH_CLOSURES_LIMIT = 8
 #: Events whose auth event NIDs the Matrix resolution keeps between merges.
 AUTH_EDGES_LIMIT = 400_000
 
@@ -33,6 +35,10 @@ class Tables:
         # An event's auth events never change once committed: the Matrix resolution
         # walks the same ones at every merge.
         self.auth_edges = ReadThrough(BoundedCache(AUTH_EDGES_LIMIT), "auth:edges")
+        # The Matrix resolution's auth closures of committed states, by room ID
+        # (roomstate.matrixres.AuthClosure): taken by a transaction while it moves one,
+        # given back by a read when done and by a write transaction at its commit.
+        self.auth_closures = {}
         self.handles = h
         self.checksums = True
 
@@ -128,3 +134,9 @@ class Tables:
         self.events.publish(pending)
         self.auth_memo.publish(pending)
         self.auth_edges.publish(pending)
+        closures = pending.get("auth:closures")
+        if closures:
+            kept = self.auth_closures
+            if len(kept) + len(closures) > AUTH_CLOSURES_LIMIT:
+                kept.clear()
+            kept.update(closures)

@@ -8,6 +8,7 @@ from _typeshed import Incomplete
 from .format import CHECKED_TABLES as CHECKED_TABLES, CHECKSUMS_SINCE as CHECKSUMS_SINCE, CHECKSUM_BYTES as CHECKSUM_BYTES
 
 AUTH_MEMO_LIMIT: int
+AUTH_CLOSURES_LIMIT: int
 AUTH_EDGES_LIMIT: int
 
 class Tables:
@@ -15,6 +16,7 @@ class Tables:
     blocks: Incomplete
     auth_memo: Incomplete
     auth_edges: Incomplete
+    auth_closures: dict
     snaps: Incomplete
     events: Incomplete
     rooms: Incomplete

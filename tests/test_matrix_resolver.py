@@ -344,3 +344,21 @@ def test_reads_of_two_stores_keep_nothing_of_each_other():
             want = stateres.resolve("10", sets, by_id.__getitem__)
             assert dict(store.current_state(room_id)) == want
             assert dict(store.resolve_state(room_id, sets)) == want
+
+
+def test_closures_kept_between_transactions_survive_aborts():
+    """The store keeps a room's auth closure from one transaction to the next (given back
+    at commit); a transaction that aborts after moving it drops it (its NIDs are given
+    again). Events one transaction each, with an aborted batch between them: every merge
+    still equals the reference."""
+    pdus = list(workloads.busy(300, n_senders=30, seed=7, room_version="10"))
+    with roomstate.open(":memory:") as store:
+        for ev in pdus[:120]:
+            store.add_event(ev)
+        assert store._tables.auth_closures  # kept after a commit
+        with pytest.raises(InvalidEventError):
+            store.add_events(pdus[120:170] + [dict(pdus[-1], sender=17)])
+        for ev in pdus[120:]:
+            store.add_event(ev)
+        pdus = [dict(ev, event_id=ev.get("event_id") or _computed(ev, "10")) for ev in pdus]
+        assert _reference_check(store, pdus) > 50
