@@ -19,8 +19,6 @@ cdef class _V2:
     @cython.locals(arec=Record)
     cpdef _pl_auth_event(self, Record rec)
     @cython.locals(rec=Record)
-    cpdef list mainline_ordering(self, nids, pl)
-    @cython.locals(rec=Record)
     cpdef tuple selection(self, nid)
     @cython.locals(rec=Record, arec=Record, v12=cython.bint)
     cpdef iterative_auth_checks(self, layers, dict over, order)

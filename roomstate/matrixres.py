@@ -482,38 +482,14 @@ class _V2:
     def mainline_ordering(self, nids, pl):
         """As :func:`stateres.mainline_ordering`: greater mainline position first, then
         smaller timestamp, then smaller event ID."""
-        if not nids:
-            return []
-        g = self.g
-        position = {}
-        seen = set()
-        while pl is not None and pl not in seen:
-            position[pl] = len(position)
-            seen.add(pl)
-            pl = self._pl_auth_event(self._rec(pl))
-        known = {}
-        keyed = []
-        for nid in nids:
+        def pl_of(nid):
+            return self._pl_auth_event(self._rec(nid))
+
+        def ts_and_id(nid):
             rec = self._rec(nid)
-            path = []
-            p = self._pl_auth_event(rec)
-            found = stateres._NO_POSITION
-            while p is not None:
-                if p in position:
-                    found = position[p]
-                    break
-                if p in known:
-                    found = known[p]
-                    break
-                path.append(p)
-                p = self._pl_auth_event(self._rec(p))
-                if p in path:
-                    break
-            for q in path:
-                known[q] = found
-            keyed.append((-found, rec.ts, rec.event_id, nid))
-        keyed.sort()
-        return [k[3] for k in keyed]
+            return rec.ts, rec.event_id
+
+        return stateres.order_by_mainline(nids, pl, pl_of, ts_and_id)
 
     # -- iterative auth checks --------------------------------------------------------
     def selection(self, nid):

@@ -65,6 +65,7 @@ __all__ = [
     "iterative_auth_checks",
     "mainline",
     "mainline_ordering",
+    "order_by_mainline",
     "reapply_unconflicted_state",
 ]
 
@@ -594,15 +595,32 @@ def mainline_ordering(event_ids: Iterable[str], power_levels_id: Optional[str], 
     event of e_j; e itself excluded) in the mainline of P, or ∞ when none is.  Events
     sort by greater position first, then smaller ``origin_server_ts``, then smaller
     ``event_id``."""
-    event_ids = list(event_ids)
-    if not event_ids:
-        return []
-    position = {pl: i for i, pl in enumerate(mainline(power_levels_id, get_event))}
-    known: dict = {}  # power-levels event -> the mainline position it leads to
+    def pl_of(eid):
+        return _pl_auth_event(get_event(eid), get_event)
 
-    def position_of(ev):
+    def ts_and_id(eid):
+        return get_event(eid).get("origin_server_ts", 0), eid
+
+    return order_by_mainline(event_ids, power_levels_id, pl_of, ts_and_id)
+
+
+def order_by_mainline(events: Iterable, power_levels, pl_of, ts_and_id) -> list:
+    """:func:`mainline_ordering` over any event keys (IDs, or a store's NIDs): ``pl_of(e)``
+    gives the power-levels event among e's auth events (None: none), ``ts_and_id(e)`` its
+    ``(origin_server_ts, event_id)``; ``power_levels`` is P (None: no mainline)."""
+    events = list(events)
+    if not events:
+        return []
+    position: dict = {}  # the mainline of P: P_i -> i
+    pl = power_levels
+    while pl is not None and pl not in position:
+        position[pl] = len(position)
+        pl = pl_of(pl)
+    known: dict = {}  # power-levels event -> the mainline position it leads to
+    keyed = []
+    for e in events:
         path = []
-        pl = _pl_auth_event(ev, get_event)
+        pl = pl_of(e)
         found = _NO_POSITION
         while pl is not None:
             if pl in position:
@@ -612,19 +630,14 @@ def mainline_ordering(event_ids: Iterable[str], power_levels_id: Optional[str], 
                 found = known[pl]
                 break
             path.append(pl)
-            pl = _pl_auth_event(get_event(pl), get_event)
+            pl = pl_of(pl)
             if pl in path:  # a cycle: no position
                 break
         for p in path:
             known[p] = found
-        return found
-
-    keys = {}
-    for eid in event_ids:
-        ev = get_event(eid)
-        keys[eid] = (-position_of(ev), ev.get("origin_server_ts", 0), eid)
-    event_ids.sort(key=keys.__getitem__)
-    return event_ids
+        keyed.append((-found, *ts_and_id(e), e))
+    keyed.sort()
+    return [k[-1] for k in keyed]
 
 
 def reapply_unconflicted_state(resolved: Mapping, unconflicted: Mapping) -> dict:
